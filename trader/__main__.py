@@ -1,0 +1,5 @@
+"""``python -m trader``."""
+
+from trader.cli import main
+
+raise SystemExit(main())

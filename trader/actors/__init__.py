@@ -1,0 +1,1 @@
+"""The actors of the graph: feed, strategy, scorer, risk, execution, recorder."""

@@ -1,0 +1,188 @@
+"""The actor contract, the outbox, and the batched inbox loop.
+
+An actor is anything with a ``name`` and ``async def run(*, task_status)``. It
+calls ``task_status.started()`` once it is really ready, returns when its
+inbox ends, and raises on a fault (the supervisor decides what happens next).
+
+:class:`InboxActor` is the common shape: take every message available,
+handle each, then mark the batch done (which is what quiescence counts). If
+handling raises, the unhandled rest of the batch goes back to the head of the
+inbox for the next incarnation, and the message it crashed on is logged with
+the exception: only that one message is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from trader.channels import Channel
+from trader.errors import InvariantViolation
+from trader.messages import Message
+
+log = structlog.get_logger("trader.actor")
+
+JournalRecord = tuple[str, Message]
+"""What the recorder receives: the emitting actor's name and the message."""
+
+
+class Actor(Protocol):
+    """What the supervisor runs."""
+
+    name: str
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        ...
+
+
+class JournalCommits:
+    """How many journal records the recorder has committed, in channel order.
+
+    The journal channel is FIFO, so record number ``n`` (its position in the
+    channel's ``sent`` count) is durable once ``committed >= n``.
+    """
+
+    __slots__ = ("_waiters", "committed")
+
+    def __init__(self) -> None:
+        self.committed = 0
+        self._waiters: list[tuple[int, anyio.Event]] = []
+
+    def advance(self, committed: int) -> None:
+        self.committed = committed
+        if self._waiters:
+            still = []
+            for n, event in self._waiters:
+                if n <= committed:
+                    event.set()
+                else:
+                    still.append((n, event))
+            self._waiters = still
+
+    async def wait_for(self, n: int) -> None:
+        if self.committed >= n:
+            return
+        event = anyio.Event()
+        self._waiters.append((n, event))
+        await event.wait()
+
+
+class Outbox:
+    """Where an actor's messages go: the destinations graph.py wired for each type, and
+    the journal.
+
+    Emitting a type that graph.py did not declare for this actor is a wiring
+    bug, so it raises instead of dropping the message.
+    """
+
+    __slots__ = ("_commits", "_journal", "_routes", "source")
+
+    def __init__(
+        self,
+        source: str,
+        routes: Mapping[type[Message], Sequence[Channel[Message]]],
+        journal: Channel[JournalRecord] | None,
+        commits: JournalCommits | None = None,
+    ) -> None:
+        self.source = source
+        self._routes = {t: tuple(chs) for t, chs in routes.items()}
+        self._journal = journal
+        self._commits = commits
+
+    async def emit(self, msg: Message, *, journal: bool = True, durable: bool = False) -> None:
+        """Send ``msg`` to its destinations, journaling it first.
+
+        Args:
+            journal: False for a message that another actor journals instead
+                (the replay feed's batches: the strategy journals the bars it
+                consumed).
+            durable: wait until the journal record is committed to disk before
+                anyone downstream sees the message (fills, final order states).
+        """
+        try:
+            destinations = self._routes[type(msg)]
+        except KeyError:
+            raise InvariantViolation(
+                f"{self.source} emitted {type(msg).__name__}, which graph.py does not route"
+            ) from None
+        if journal and self._journal is not None:
+            await self._journal.send((self.source, msg))
+            if durable and self._commits is not None:
+                await self._commits.wait_for(self._journal.sent)
+        for channel in destinations:
+            await channel.send(msg)
+
+    def routes(self, msg_type: type[Message]) -> bool:
+        return msg_type in self._routes
+
+
+class InboxActor:
+    """Base for actors that react to an inbox. Subclasses implement :meth:`handle`."""
+
+    name: str = "actor"
+
+    def __init__(self, inbox: Channel[Message], outbox: Outbox) -> None:
+        self._inbox = inbox
+        self._out = outbox
+
+    async def setup(self) -> None:
+        """Make the actor ready (rebuild state, open connections) before it reports started."""
+
+    async def teardown(self) -> None:
+        """Release resources; runs on every exit, shielded and bounded by the caller."""
+
+    async def handle(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.setup()
+            task_status.started()
+            await self._loop()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.teardown()
+
+    async def _loop(self) -> None:
+        await consume(self._inbox, self.handle, self.name)
+
+
+async def consume(
+    inbox: Channel[Message], handle: Callable[[Message], Awaitable[None]], actor: str
+) -> None:
+    """Handle ``inbox`` in batches until it ends; see the module docstring for crashes."""
+    while True:
+        try:
+            batch = await inbox.receive_batch()
+        except anyio.EndOfStream:
+            return
+        for i, msg in enumerate(batch):
+            try:
+                await handle(msg)
+            except Exception as exc:
+                # The message it crashed on is reported and dropped (a poison
+                # message would otherwise crash every restart); the rest of
+                # the batch waits for the next incarnation.
+                inbox.requeue_front(batch[i + 1 :])
+                inbox.done(i + 1)
+                log.error(
+                    "actor crashed on message",
+                    actor=actor,
+                    message_type=type(msg).__name__,
+                    message=repr(msg)[:500],
+                    exc_info=exc,
+                )
+                raise
+            except BaseException:
+                # Cancelled (a supervisor restart or shutdown): the message was
+                # not fully handled, so it is kept for the successor. Side
+                # effects it already caused are safe to repeat: client order
+                # ids are deterministic.
+                inbox.requeue_front(batch[i:])
+                inbox.done(i)
+                raise
+        inbox.done(len(batch))

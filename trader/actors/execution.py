@@ -1,0 +1,197 @@
+"""The execution actor: the only actor that talks to the broker.
+
+Every start is a recovery: before it reports ready it reads the broker's
+account, positions and open orders and sends them downstream as facts
+(``AccountUpdated``, ``PositionChanged``, ``ReconciliationDone``), so risk and
+the strategy rebuild from the broker's truth, not from memory.
+
+Commands in (``SubmitOrder``, ``CancelOrder``); order events out, from the
+broker's update stream. Fills and terminal order events are journaled
+*durably* (committed to SQLite) before they are passed on, so nothing the
+broker acknowledged can be lost by a crash after we acted on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from trader.actors.base import Outbox, consume
+from trader.brokers.base import Broker
+from trader.channels import Channel
+from trader.errors import BrokerRejected
+from trader.messages import (
+    AccountUpdated,
+    CancelOrder,
+    Message,
+    OrderAccepted,
+    OrderCanceled,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PositionChanged,
+    ReconciliationDone,
+    SubmitOrder,
+)
+from trader.orders import TERMINAL, TrackedOrder, can_move
+
+log = structlog.get_logger("trader.execution")
+
+_DUPLICATE = "40010001"
+
+
+class ExecutionActor:
+    """Sends orders, follows their lifecycle, reconciles on every start."""
+
+    name = "execution"
+
+    def __init__(
+        self,
+        inbox: Channel[Message],
+        outbox: Outbox,
+        *,
+        broker: Broker,
+        now_ns: Callable[[], int],
+    ) -> None:
+        self._inbox = inbox
+        self._out = outbox
+        self._broker = broker
+        self._now_ns = now_ns
+        self._orders: dict[str, TrackedOrder] = {}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        broker = self._broker
+        await broker.connect()
+        try:
+            await self._reconcile()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume, broker.updates, self._on_update, self.name)
+                task_status.started()
+                await consume(self._inbox, self._on_command, self.name)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await broker.close()
+
+    async def _reconcile(self) -> None:
+        broker = self._broker
+        now = self._now_ns()
+        account = await broker.account()
+        positions = await broker.positions()
+        open_orders = await broker.open_orders()
+        await self._out.emit(
+            AccountUpdated(
+                ts_ns=now,
+                cash_cents=account.cash_cents,
+                equity_cents=account.equity_cents,
+                buying_power_cents=account.buying_power_cents,
+                gross_exposure_cents=0,
+                realized_pnl_cents=0,
+                unrealized_pnl_cents=0,
+            )
+        )
+        for p in positions:
+            await self._out.emit(
+                PositionChanged(
+                    ts_ns=now, symbol=p.symbol, qty=p.qty, avg_price=p.avg_price,
+                    realized_pnl_cents=0,
+                )
+            )
+        for o in open_orders:
+            self._orders[o.client_order_id] = TrackedOrder(
+                client_order_id=o.client_order_id,
+                symbol=o.symbol,
+                phase="partially_filled" if o.filled_qty else "new",
+                broker_order_id=o.broker_order_id,
+                filled_qty=o.filled_qty,
+            )
+        await self._out.emit(ReconciliationDone(ts_ns=now, differences=0))
+
+    async def _on_command(self, msg: Message) -> None:
+        if isinstance(msg, SubmitOrder):
+            await self._submit(msg)
+        elif isinstance(msg, CancelOrder):
+            try:
+                await self._broker.cancel(msg.client_order_id)
+            except BrokerRejected as exc:
+                log.warning("cancel refused", client_order_id=msg.client_order_id,
+                            reason=exc.reason)
+
+    async def _submit(self, cmd: SubmitOrder) -> None:
+        coid = cmd.client_order_id
+        known = self._orders.get(coid)
+        if known is not None:
+            log.info("order already sent; not sending again", client_order_id=coid,
+                     symbol=cmd.symbol, phase=known.phase)
+            return
+        self._orders[coid] = TrackedOrder(
+            client_order_id=coid, symbol=cmd.symbol, submitted_ns=cmd.ts_ns
+        )
+        try:
+            await self._broker.submit(cmd)
+        except BrokerRejected as exc:
+            if exc.code == _DUPLICATE and "client_order_id" in exc.reason:
+                # A resend after a crash: the broker has it. Adopt, never resend.
+                state = await self._broker.order(coid)
+                log.info("broker already has this order; adopted", client_order_id=coid,
+                         symbol=cmd.symbol, status=state.status if state else None)
+                return
+            self._orders[coid].phase = "rejected"
+            await self._out.emit(
+                OrderRejected(
+                    ts_ns=cmd.ts_ns,
+                    client_order_id=coid,
+                    symbol=cmd.symbol,
+                    reason=exc.reason,
+                    code=exc.code,
+                ),
+                durable=True,
+            )
+
+    async def _on_update(self, msg: Message) -> None:
+        if not isinstance(msg, OrderEvent):
+            await self._out.emit(msg)
+            return
+        tracked = self._orders.get(msg.client_order_id)
+        if tracked is None:
+            # An order we did not send in this incarnation (placed by hand, or
+            # before a restart): follow it anyway, the broker is the truth.
+            tracked = self._orders[msg.client_order_id] = TrackedOrder(
+                client_order_id=msg.client_order_id, symbol=msg.symbol
+            )
+        new_phase = _phase_of(msg)
+        if tracked.phase in TERMINAL or not can_move(tracked.phase, new_phase):
+            if not (isinstance(msg, OrderAccepted) and tracked.phase != "pending_new"):
+                log.warning("ignored out-of-order update", client_order_id=msg.client_order_id,
+                            symbol=msg.symbol, phase=tracked.phase, update=new_phase)
+            return
+        tracked.phase = new_phase
+        tracked.broker_order_id = msg.broker_order_id or tracked.broker_order_id
+        if isinstance(msg, OrderFilled):
+            tracked.filled_qty = msg.cum_qty
+        durable = isinstance(msg, OrderFilled) or new_phase in TERMINAL
+        await self._out.emit(msg, durable=durable)
+        if new_phase in TERMINAL:
+            # Keep only what is live: a finished order cannot change again,
+            # and the journal has it.
+            del self._orders[msg.client_order_id]
+
+
+def _phase_of(msg: OrderEvent) -> str:
+    match msg:
+        case OrderAccepted():
+            return "new"
+        case OrderFilled():
+            return msg.status
+        case OrderCanceled():
+            return "canceled"
+        case OrderRejected():
+            return "rejected"
+        case OrderExpired():
+            return "expired"
+        case _:
+            return "replaced"

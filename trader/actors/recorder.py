@@ -1,0 +1,389 @@
+"""The recorder: the single writer of the SQLite journal.
+
+Every message that any actor emits reaches it as ``(source, message)``. It
+writes them in batches, one transaction per batch (take everything queued,
+write, commit), on aiosqlite in WAL mode, so it never blocks the event loop
+and a slow disk only deepens its queue. After each commit it advances
+:class:`~trader.actors.base.JournalCommits`, which is what ``durable`` emits
+wait for.
+
+Tables (schema version 1; see DESIGN.md):
+
+* ``runs``: one row per run: config, data hash, code version, mode.
+* ``journal``: every message, msgpack-encoded, keyed by
+  ``(run_id, ts_ns, source, seq)`` where ``seq`` counts records of that source
+  at that timestamp. That key depends only on what each actor emitted, not on
+  how the actors interleaved, so two replays produce identical rows.
+* ``signals``, ``orders``, ``order_events``, ``fills``, ``positions``,
+  ``equity``: the same facts in queryable form.
+
+On shutdown it drains its queue and commits before returning.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+from anyio.abc import TaskStatus
+
+from trader.actors.base import JournalCommits, JournalRecord
+from trader.channels import Channel
+from trader.messages import (
+    AccountUpdated,
+    EquitySampled,
+    Message,
+    OrderAccepted,
+    OrderCanceled,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PositionChanged,
+    RiskStateChanged,
+    SignalEmitted,
+    SignalScored,
+    SubmitOrder,
+    encode,
+)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    started_wall_ns INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    data_hash TEXT NOT NULL,
+    code_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    run_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (run_id, ts_ns, source, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signals (
+    run_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    target_weight REAL NOT NULL,
+    strength REAL NOT NULL,
+    price REAL NOT NULL,
+    probability REAL,
+    model_id TEXT,
+    PRIMARY KEY (run_id, ts_ns, strategy, symbol)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    run_id TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    qty REAL,
+    notional_cents INTEGER,
+    order_type TEXT NOT NULL,
+    limit_price REAL,
+    stop_price REAL,
+    time_in_force TEXT NOT NULL,
+    status TEXT NOT NULL,
+    broker_order_id TEXT,
+    filled_qty REAL NOT NULL DEFAULT 0,
+    avg_price REAL,
+    reason TEXT,
+    updated_ns INTEGER NOT NULL,
+    PRIMARY KEY (run_id, client_order_id)
+);
+CREATE TABLE IF NOT EXISTS order_events (
+    run_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    client_order_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT,
+    PRIMARY KEY (run_id, client_order_id, seq)
+);
+CREATE TABLE IF NOT EXISTS fills (
+    run_id TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    client_order_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    qty REAL NOT NULL,
+    price REAL NOT NULL,
+    commission_cents INTEGER NOT NULL,
+    cum_qty REAL NOT NULL,
+    avg_price REAL NOT NULL,
+    PRIMARY KEY (run_id, execution_id)
+);
+CREATE TABLE IF NOT EXISTS positions (
+    run_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    qty REAL NOT NULL,
+    avg_price REAL NOT NULL,
+    realized_pnl_cents INTEGER NOT NULL,
+    PRIMARY KEY (run_id, symbol, ts_ns, seq)
+);
+CREATE TABLE IF NOT EXISTS equity (
+    run_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    equity_cents INTEGER NOT NULL,
+    exposure_cents INTEGER NOT NULL,
+    PRIMARY KEY (run_id, ts_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (
+    run_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    cash_cents INTEGER NOT NULL,
+    equity_cents INTEGER NOT NULL,
+    buying_power_cents INTEGER NOT NULL,
+    gross_exposure_cents INTEGER NOT NULL,
+    realized_pnl_cents INTEGER NOT NULL,
+    unrealized_pnl_cents INTEGER NOT NULL,
+    PRIMARY KEY (run_id, ts_ns, seq)
+);
+"""
+
+
+class RunInfo:
+    """What identifies a run in the ``runs`` table."""
+
+    def __init__(
+        self, *, run_id: str, mode: str, started_wall_ns: int, config: str, data_hash: str,
+        code_version: str,
+    ) -> None:
+        self.run_id = run_id
+        self.mode = mode
+        self.started_wall_ns = started_wall_ns
+        self.config = config
+        self.data_hash = data_hash
+        self.code_version = code_version
+
+
+class Recorder:
+    """The journal writer actor.
+
+    Args:
+        inbox: ``(source, message)`` records from every actor's outbox.
+        path: the SQLite file (created with its parent directory).
+        run: this run's identity row.
+        commits: advanced after every commit.
+    """
+
+    name = "recorder"
+
+    def __init__(
+        self,
+        inbox: Channel[JournalRecord],
+        *,
+        path: str | Path,
+        run: RunInfo,
+        commits: JournalCommits,
+    ) -> None:
+        self._inbox = inbox
+        self._path = Path(path)
+        self._run = run
+        self._commits = commits
+        self._seq: dict[tuple[int, str], int] = defaultdict(int)
+        self._event_seq: dict[str, int] = defaultdict(int)
+        self._written = commits.committed
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        async with aiosqlite.connect(self._path) as db:
+            await db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash (SIGKILL);
+            # only a power loss can lose the last transactions.
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.executescript(SCHEMA)
+            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            r = self._run
+            await db.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                (r.run_id, r.mode, r.started_wall_ns, r.config, r.data_hash, r.code_version),
+            )
+            await db.commit()
+            await self._restore_sequences(db)
+            task_status.started()
+            inbox = self._inbox
+            while True:
+                try:
+                    batch = await inbox.receive_batch()
+                except anyio.EndOfStream:
+                    break
+                # A shutdown's cancellation must not tear a transaction in half.
+                with anyio.CancelScope(shield=True):
+                    await self._write(db, batch)
+                    await db.commit()
+                self._written += len(batch)
+                self._commits.advance(self._written)
+
+    async def _restore_sequences(self, db: aiosqlite.Connection) -> None:
+        # After a restart within the same run, continue the per-key sequences.
+        run_id = self._run.run_id
+        async with db.execute(
+            "SELECT ts_ns, source, MAX(seq) FROM journal WHERE run_id = ? GROUP BY ts_ns, source",
+            (run_id,),
+        ) as cur:
+            async for ts_ns, source, seq in cur:
+                self._seq[(ts_ns, source)] = seq + 1
+        async with db.execute(
+            "SELECT client_order_id, MAX(seq) FROM order_events WHERE run_id = ? "
+            "GROUP BY client_order_id",
+            (run_id,),
+        ) as cur:
+            async for coid, seq in cur:
+                self._event_seq[coid] = seq + 1
+
+    async def _write(self, db: aiosqlite.Connection, batch: list[JournalRecord]) -> None:
+        run_id = self._run.run_id
+        journal: list[tuple[Any, ...]] = []
+        equity: list[tuple[Any, ...]] = []
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        seq = self._seq
+        for source, msg in batch:
+            key = (msg.ts_ns, source)
+            n = seq[key]
+            seq[key] = n + 1
+            journal.append((run_id, msg.ts_ns, source, n, type(msg).__name__, encode(msg)))
+            if isinstance(msg, EquitySampled):
+                equity.extend(
+                    (run_id, t, e, x)
+                    for t, e, x in zip(msg.ts, msg.equity_cents, msg.exposure_cents, strict=True)
+                )
+            else:
+                statements.extend(self._rows(run_id, source, n, msg))
+        await db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
+        if equity:
+            await db.executemany("INSERT OR REPLACE INTO equity VALUES (?, ?, ?, ?)", equity)
+        for sql, params in statements:
+            await db.execute(sql, params)
+
+    def _rows(
+        self, run_id: str, source: str, n: int, msg: Message
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        match msg:
+            case SignalEmitted():
+                return [(
+                    "INSERT OR REPLACE INTO signals VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                    (run_id, msg.ts_ns, msg.strategy, msg.symbol, msg.target_weight,
+                     msg.strength, msg.price),
+                )]
+            case SignalScored() if msg.probability is not None:
+                s = msg.signal
+                return [(
+                    "UPDATE signals SET probability = ?, model_id = ? "
+                    "WHERE run_id = ? AND ts_ns = ? AND strategy = ? AND symbol = ?",
+                    (msg.probability, msg.model_id, run_id, s.ts_ns, s.strategy, s.symbol),
+                )]
+            case SubmitOrder():
+                return [
+                    (
+                        "INSERT OR IGNORE INTO orders (run_id, client_order_id, ts_ns, strategy,"
+                        " symbol, side, qty, notional_cents, order_type, limit_price, stop_price,"
+                        " time_in_force, status, updated_ns)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending_new', ?)",
+                        (run_id, msg.client_order_id, msg.ts_ns, msg.strategy, msg.symbol,
+                         msg.side, msg.qty, msg.notional_cents, msg.order_type, msg.limit_price,
+                         msg.stop_price, msg.time_in_force, msg.ts_ns),
+                    ),
+                    self._event(run_id, msg.ts_ns, msg.client_order_id, "submitted", ""),
+                ]
+            case OrderDenied():
+                return [self._event(run_id, msg.ts_ns, msg.client_order_id, "denied",
+                                    f"{msg.reason_code}: {msg.reason}")]
+            case OrderEvent():
+                return self._order_event(run_id, msg)
+            case PositionChanged():
+                return [(
+                    "INSERT INTO positions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, msg.ts_ns, msg.symbol, n, msg.qty, msg.avg_price,
+                     msg.realized_pnl_cents),
+                )] if source == "risk" else []
+            case AccountUpdated():
+                return [(
+                    "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, msg.ts_ns, n, msg.cash_cents, msg.equity_cents,
+                     msg.buying_power_cents, msg.gross_exposure_cents, msg.realized_pnl_cents,
+                     msg.unrealized_pnl_cents),
+                )] if source == "risk" else []
+            case RiskStateChanged():
+                return []
+            case _:
+                return []
+
+    def _event(
+        self, run_id: str, ts_ns: int, coid: str, event: str, detail: str
+    ) -> tuple[str, tuple[Any, ...]]:
+        seq = self._event_seq[coid]
+        self._event_seq[coid] = seq + 1
+        return (
+            "INSERT INTO order_events VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, ts_ns, coid, seq, event, detail),
+        )
+
+    def _order_event(self, run_id: str, msg: OrderEvent) -> list[tuple[str, tuple[Any, ...]]]:
+        coid = msg.client_order_id
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        update = "UPDATE orders SET status = ?, broker_order_id = ?, updated_ns = ?"
+        where = " WHERE run_id = ? AND client_order_id = ?"
+        match msg:
+            case OrderAccepted():
+                # An order we did not submit in this run (adopted at start-up)
+                # still gets a row.
+                out.append((
+                    "INSERT OR IGNORE INTO orders (run_id, client_order_id, ts_ns, strategy,"
+                    " symbol, side, qty, notional_cents, order_type, limit_price, stop_price,"
+                    " time_in_force, status, updated_ns)"
+                    " VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?)",
+                    (run_id, coid, msg.ts_ns, msg.symbol, msg.side, msg.qty,
+                     msg.notional_cents, msg.order_type, msg.limit_price, msg.stop_price,
+                     msg.time_in_force, msg.ts_ns),
+                ))
+                out.append((update + where, ("new", msg.broker_order_id, msg.ts_ns, run_id, coid)))
+                out.append(self._event(run_id, msg.ts_ns, coid, "accepted", ""))
+            case OrderFilled():
+                out.append((
+                    "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, msg.execution_id, msg.ts_ns, coid, msg.symbol, msg.side, msg.qty,
+                     msg.price, msg.commission_cents, msg.cum_qty, msg.avg_price),
+                ))
+                out.append((
+                    update + ", filled_qty = ?, avg_price = ?" + where,
+                    (msg.status, msg.broker_order_id, msg.ts_ns, msg.cum_qty, msg.avg_price,
+                     run_id, coid),
+                ))
+                out.append(self._event(run_id, msg.ts_ns, coid, msg.status,
+                                       f"{msg.qty:g} @ {msg.price:g}"))
+            case OrderCanceled() | OrderExpired() | OrderRejected():
+                status = {OrderCanceled: "canceled", OrderExpired: "expired",
+                          OrderRejected: "rejected"}[type(msg)]
+                reason = getattr(msg, "reason", "")
+                out.append((
+                    update + ", reason = ?" + where,
+                    (status, msg.broker_order_id, msg.ts_ns, reason, run_id, coid),
+                ))
+                out.append(self._event(run_id, msg.ts_ns, coid, status, reason))
+            case _:
+                out.append(self._event(run_id, msg.ts_ns, coid, type(msg).__name__, ""))
+        return out
+
+
+def connect_readonly(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection for reports and checks (safe while a daemon writes)."""
+    return sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)

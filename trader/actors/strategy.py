@@ -1,0 +1,78 @@
+"""The strategy actor: bars in, signals out.
+
+The decision itself is the strategy's pure ``on_bar`` (see trader.strategies);
+this actor only feeds it and turns weights into ``SignalEmitted`` messages.
+
+In replay a ``BarsClosed`` batch may span many timestamps. When the strategy
+signals, the actor finishes the bars of that same timestamp and stops there:
+it tells the feed where with ``BatchCut``, so the later bars are released only
+after the order has reached the simulated market, as it would live.
+"""
+
+from __future__ import annotations
+
+from trader.actors.base import InboxActor, Outbox
+from trader.channels import Channel
+from trader.messages import (
+    BarsClosed,
+    BatchCut,
+    Message,
+    PositionChanged,
+    SignalEmitted,
+)
+from trader.strategies.base import Strategy
+
+
+class StrategyActor(InboxActor):
+    """Drives one strategy instance."""
+
+    name = "strategy"
+
+    def __init__(
+        self,
+        inbox: Channel[Message],
+        outbox: Outbox,
+        *,
+        strategy: Strategy,
+        instance: str,
+    ) -> None:
+        super().__init__(inbox, outbox)
+        self._strategy = strategy
+        self._instance = instance
+
+    async def handle(self, msg: Message) -> None:
+        if isinstance(msg, BarsClosed):
+            await self._on_bars(msg)
+        elif isinstance(msg, PositionChanged):
+            self._strategy.on_position(msg.symbol, msg.qty)
+
+    async def _on_bars(self, msg: BarsClosed) -> None:
+        on_bar = self._strategy.on_bar
+        bars = msg.bars
+        signals: list[SignalEmitted] = []
+        consumed = len(bars)
+        for i, bar in enumerate(bars):
+            if signals and bar.ts_ns != signals[-1].ts_ns:
+                consumed = i
+                break
+            weight = on_bar(bar)
+            if weight is not None:
+                signals.append(
+                    SignalEmitted(
+                        ts_ns=bar.ts_ns,
+                        strategy=self._instance,
+                        symbol=bar.symbol,
+                        target_weight=weight,
+                        price=bar.close,
+                    )
+                )
+        # Downstream sees exactly the bars the strategy has seen, before the
+        # signals they caused, so risk never sizes on a later price.
+        seen = msg if consumed == len(bars) else BarsClosed(
+            ts_ns=bars[consumed - 1].ts_ns, bars=bars[:consumed]
+        )
+        await self._out.emit(seen)
+        for signal in signals:
+            await self._out.emit(signal)
+        if consumed < len(bars):
+            await self._out.emit(BatchCut(ts_ns=seen.ts_ns))

@@ -1,0 +1,1 @@
+"""Brokers: the port (base.py) and its adapters (simulated, alpaca)."""

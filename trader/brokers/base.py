@@ -1,0 +1,87 @@
+"""The broker port: what the execution actor needs from any broker.
+
+Adapters: :class:`trader.brokers.simulated.SimulatedBroker` (replay) and the
+Alpaca adapter (live and sandbox). Every adapter reports order updates as the
+graph's own messages (``OrderAccepted``, ``OrderFilled``, ...) on its
+``updates`` channel, so the execution actor cannot tell them apart.
+
+Errors: a definite refusal raises :class:`~trader.errors.BrokerRejected`
+(the actor records an ``OrderRejected``); a transient fault raises
+:class:`~trader.errors.BrokerUnavailable` (the adapter has already retried).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from trader.channels import Channel
+from trader.messages import Message, SubmitOrder
+
+
+class AccountState(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker's view of the account, in cents."""
+
+    cash_cents: int
+    equity_cents: int
+    buying_power_cents: int
+
+
+class PositionState(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker's view of one position."""
+
+    symbol: str
+    qty: float
+    avg_price: float
+    cost_cents: int
+
+
+class OrderState(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker's view of one order, for reconciliation and polling."""
+
+    broker_order_id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    status: str
+    qty: float | None
+    filled_qty: float
+    filled_avg_price: float | None
+
+
+class Broker(Protocol):
+    """The port. ``updates`` carries order events as graph messages."""
+
+    updates: Channel[Message]
+
+    async def connect(self) -> None:
+        """Open connections; return once order updates are being listened to."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+    async def submit(self, order: SubmitOrder) -> None:
+        """Send an order; its acceptance arrives on ``updates``.
+
+        Raises:
+            BrokerRejected: the broker refused it (including a duplicate client order id).
+            BrokerUnavailable: transient failure after retries.
+        """
+        ...
+
+    async def cancel(self, client_order_id: str) -> None:
+        ...
+
+    async def account(self) -> AccountState:
+        ...
+
+    async def positions(self) -> list[PositionState]:
+        ...
+
+    async def open_orders(self) -> list[OrderState]:
+        ...
+
+    async def order(self, client_order_id: str) -> OrderState | None:
+        ...

@@ -1,0 +1,251 @@
+"""Bounded inboxes, and the in-flight counter that makes quiescence cheap.
+
+A :class:`Channel` is a bounded FIFO with one consuming actor. It is written
+for the hot path: a send is a deque append and two integer increments, and a
+consumer takes *everything available* in one call (:meth:`Channel.receive_batch`)
+so scheduling cost is paid per batch, not per message.
+
+Channels belong to the graph, not to actors, so they outlive restarts: a
+restarted actor finds its backlog where its predecessor left it.
+
+Quiescence: every tracked channel shares one :class:`InFlight` counter. A send
+adds one; the consumer calls :meth:`Channel.done` only *after* it has handled
+the message, including every message the handling sent on. So the counter can
+only reach zero when every message caused so far has been handled. Waiting for
+that is :meth:`InFlight.wait_quiet`; it costs nothing while messages flow.
+
+This module is not a bus: it does not route. Routing is declared in graph.py.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+import anyio
+import msgspec
+
+T = TypeVar("T")
+
+
+class ChannelStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters for metrics: depth now, and totals since the graph was built."""
+
+    name: str
+    capacity: int
+    depth: int
+    sent: int
+    received: int
+
+
+class InFlight:
+    """Counts messages sent on tracked channels and not yet fully handled."""
+
+    __slots__ = ("_count", "_quiet")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._quiet: anyio.Event | None = None
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def add(self, n: int = 1) -> None:
+        self._count += n
+
+    def done(self, n: int = 1) -> None:
+        self._count -= n
+        if self._count < 0:  # a double done() would make quiescence lie
+            raise RuntimeError("InFlight.done() called more often than add()")
+        if self._count == 0 and self._quiet is not None:
+            self._quiet.set()
+            self._quiet = None
+
+    async def wait_quiet(self) -> None:
+        """Return once nothing is in flight (at once if nothing is)."""
+        if self._count == 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._quiet is None:
+            self._quiet = anyio.Event()
+        await self._quiet.wait()
+
+
+class Channel(Generic[T]):
+    """A bounded FIFO inbox with a single consumer.
+
+    Args:
+        name: for logs and metrics.
+        capacity: the most messages it holds; senders wait beyond that
+            (backpressure, never silent growth).
+        inflight: the graph's quiescence counter, or None for channels whose
+            consumers the graph need not wait for.
+    """
+
+    def __init__(self, name: str, capacity: int, inflight: InFlight | None = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"channel {name!r}: capacity must be at least 1")
+        self.name = name
+        self.capacity = capacity
+        self._inflight = inflight
+        self._items: deque[T] = deque()
+        self._closed = False
+        self._sent = 0
+        self._received = 0
+        self._readable: anyio.Event | None = None
+        # FIFO of senders waiting for room, so a late sender cannot overtake an
+        # early one (that would reorder messages under load).
+        self._writable: deque[anyio.Event] = deque()
+
+    # --- sending ---------------------------------------------------------------
+
+    def send_nowait(self, item: T) -> None:
+        """Append ``item``.
+
+        Raises:
+            anyio.ClosedResourceError: the channel was closed.
+            anyio.WouldBlock: it is full (or senders are already waiting).
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError(f"channel {self.name!r} is closed")
+        if len(self._items) >= self.capacity or self._writable:
+            raise anyio.WouldBlock
+        self._push(item)
+
+    async def send(self, item: T) -> None:
+        """Append ``item``, waiting for room if full."""
+        if self._closed:
+            raise anyio.ClosedResourceError(f"channel {self.name!r} is closed")
+        if len(self._items) < self.capacity and not self._writable:
+            self._push(item)
+            return
+        room = anyio.Event()
+        self._writable.append(room)
+        try:
+            await room.wait()
+        except BaseException:
+            # Cancelled while waiting: hand our turn to the next sender.
+            if room in self._writable:
+                self._writable.remove(room)
+            elif self._writable and len(self._items) < self.capacity:
+                self._writable[0].set()
+            raise
+        if self._closed:
+            raise anyio.ClosedResourceError(f"channel {self.name!r} is closed")
+        self._push(item)
+        if self._writable and len(self._items) < self.capacity:
+            self._wake_next_writer()
+
+    async def send_all(self, items: Iterable[T]) -> None:
+        for item in items:
+            await self.send(item)
+
+    def _push(self, item: T) -> None:
+        self._items.append(item)
+        self._sent += 1
+        if self._inflight is not None:
+            self._inflight.add()
+        if self._readable is not None:
+            self._readable.set()
+            self._readable = None
+
+    def _wake_next_writer(self) -> None:
+        room = self._writable.popleft()
+        room.set()
+
+    # --- receiving -------------------------------------------------------------
+
+    async def receive_batch(self, limit: int = 0) -> list[T]:
+        """Take every message available (at most ``limit`` if given), waiting for one.
+
+        The caller must call :meth:`done` with the batch's length once it has
+        handled it.
+
+        Raises:
+            anyio.EndOfStream: the channel is closed and empty.
+        """
+        while not self._items:
+            if self._closed:
+                raise anyio.EndOfStream
+            if self._readable is None:
+                self._readable = anyio.Event()
+            await self._readable.wait()
+        else:
+            # Data was waiting: still yield once per batch so a busy actor
+            # cannot starve the rest of the loop.
+            await anyio.lowlevel.checkpoint()
+        items = self._items
+        if limit and len(items) > limit:
+            batch = [items.popleft() for _ in range(limit)]
+        else:
+            batch = list(items)
+            items.clear()
+        self._received += len(batch)
+        while self._writable and len(self._items) < self.capacity:
+            self._wake_next_writer()
+        return batch
+
+    def receive_nowait(self) -> T:
+        """Take one message.
+
+        Raises:
+            anyio.WouldBlock: nothing is waiting.
+            anyio.EndOfStream: closed and empty.
+        """
+        if not self._items:
+            if self._closed:
+                raise anyio.EndOfStream
+            raise anyio.WouldBlock
+        item = self._items.popleft()
+        self._received += 1
+        if self._writable:
+            self._wake_next_writer()
+        return item
+
+    def requeue_front(self, items: list[T]) -> None:
+        """Put taken-but-unhandled messages back at the head, in order.
+
+        Used when an actor crashes mid-batch: the rest of its batch must wait
+        for the next incarnation, not vanish. They stay counted in flight.
+        """
+        self._items.extendleft(reversed(items))
+        self._received -= len(items)
+
+    def done(self, n: int = 1) -> None:
+        """Mark ``n`` received messages as fully handled."""
+        if self._inflight is not None and n:
+            self._inflight.done(n)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """No more sends. The consumer drains what is queued, then sees EndOfStream."""
+        self._closed = True
+        if self._readable is not None:
+            self._readable.set()
+            self._readable = None
+        while self._writable:
+            self._wake_next_writer()
+
+    @property
+    def sent(self) -> int:
+        """Messages ever sent (the FIFO position of the last one)."""
+        return self._sent
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def statistics(self) -> ChannelStats:
+        return ChannelStats(
+            name=self.name,
+            capacity=self.capacity,
+            depth=len(self._items),
+            sent=self._sent,
+            received=self._received,
+        )

@@ -1,0 +1,263 @@
+"""The ``trader`` command line.
+
+Exit codes (a contract; see README.md):
+
+====  ==========================================================
+0     success (or a clean shutdown after SIGTERM/SIGINT)
+1     an unexpected error (a bug: the traceback is logged)
+2     usage or configuration error (one line naming the field)
+3     restart budget exhausted: an actor kept crashing
+4     data error (a bad data file; the message names file:line)
+5     interrupted: a second signal cut the shutdown drain short
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from trader import __version__, logs
+from trader.config import Config, load_config
+from trader.errors import ConfigError, DataError, RestartBudgetExhausted
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_RESTARTS = 3
+EXIT_DATA = 4
+EXIT_INTERRUPTED = 5
+
+log = structlog.get_logger("trader.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit code is 2 as well
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_config_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--config", default=default, help=f"TOML config (default {default})")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field by dotted path, e.g. strategy.params.fast=10 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trader", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log level (default: the config's run.log_level)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(handler=_cmd_version)
+
+    p = sub.add_parser("run", help="run the daemon")
+    _add_config_args(p, "config/sandbox.toml")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("replay", help="backtest: replay data through the same graph")
+    _add_config_args(p, "config/replay.toml")
+    p.add_argument("--data", help="data directory (overrides data.dir)")
+    p.add_argument("--start", help="first date (overrides data.start)")
+    p.add_argument("--end", help="last date (overrides data.end)")
+    p.add_argument("--db", help="SQLite journal (overrides run.db)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object on the last line of stdout")
+    p.add_argument("--report", metavar="HTML", help="write the HTML report here "
+                   "(default: next to the journal, <db>.html)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--symbol", help="symbol to chart in the report (default: the first traded)")
+    p.set_defaults(handler=_cmd_replay)
+
+    p = sub.add_parser("report", help="regenerate the summary and HTML report from a journal")
+    p.add_argument("db", help="SQLite journal written by trader replay")
+    p.add_argument("--run", help="run id (default: the latest run in the file)")
+    p.add_argument("--out", help="HTML output path (default: <db>.html)")
+    p.add_argument("--symbol", help="symbol to chart (default: the first traded)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_cmd_report)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: Any) -> None:
+    # Subcommands owned by other packages register themselves here.
+    from trader.data.commands import add_data_commands
+
+    add_data_commands(sub)
+    try:
+        from trader.sandbox.commands import add_sandbox_command
+    except ImportError:  # pragma: no cover - the sandbox is part of the package
+        return
+    add_sandbox_command(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"trader: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DataError as exc:
+        print(f"trader: data error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    except RestartBudgetExhausted as exc:
+        print(f"trader: {exc}", file=sys.stderr)
+        return EXIT_RESTARTS
+
+
+def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
+    config = load_config(args.config, [*args.overrides, *extra])
+    logs.configure(args.log_level or config.run.log_level)
+    return config
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"trader {__version__}")
+    return EXIT_OK
+
+
+def _anyio_run(fn: Callable[[], Any]) -> Any:
+    """Run on uvloop where it is installed (Linux), else asyncio's default loop."""
+    import anyio
+
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return anyio.run(fn)
+    return anyio.run(fn, backend_options={"use_uvloop": True})
+
+
+def _run_graph_main(coro_fn: Callable[[], Any]) -> int:
+    from trader.runner import Interrupted
+
+    try:
+        _anyio_run(coro_fn)
+    except BaseExceptionGroup as group:
+        # Task groups wrap what an actor raised; unwrap the ones with an exit code.
+        budget = group.subgroup(RestartBudgetExhausted)
+        if budget is not None:
+            print(f"trader: {_first(budget)}", file=sys.stderr)
+            return EXIT_RESTARTS
+        if group.subgroup(Interrupted) is not None:
+            return EXIT_INTERRUPTED
+        for kind in (ConfigError, DataError):
+            sub = group.subgroup(kind)
+            if sub is not None:
+                raise _first(sub) from None
+        raise
+    except Interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from trader.runner import run_replay
+
+    config = _load(args)
+    # Until the live adapters exist the daemon runs its replay feed, paced by
+    # replay.speed, against the simulated broker: the same graph.
+    status = _run_graph_main(
+        lambda: run_replay(config, install_signal_handlers=True)
+    )
+    return status
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import anyio  # noqa: F401
+
+    from trader.runner import ReplayOutcome, run_replay
+
+    extra = []
+    if args.data:
+        extra.append(f'data.dir="{args.data}"')
+    if args.start:
+        extra.append(f'data.start="{args.start}"')
+    if args.end:
+        extra.append(f'data.end="{args.end}"')
+    if args.db:
+        extra.append(f'run.db="{args.db}"')
+    config = _load(args, extra)
+    outcome: list[ReplayOutcome] = []
+    progress = _progress_bar()
+
+    async def main() -> None:
+        outcome.append(
+            await run_replay(config, install_signal_handlers=True,
+                             on_progress=progress.update if progress else None)
+        )
+
+    try:
+        status = _run_graph_main(main)
+    finally:
+        if progress is not None:
+            progress.close()
+    if status != EXIT_OK or not outcome:
+        return status
+    return _print_results(
+        outcome[0].db_path, outcome[0].run_id, args, bars=outcome[0].bars,
+        html=False if args.no_report else args.report,
+    )
+
+
+def _progress_bar() -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit=" bars", unit_scale=True, file=sys.stderr, leave=False)
+
+
+def _print_results(
+    db_path: str, run_id: str | None, args: argparse.Namespace, *, bars: int = 0,
+    html: str | None | bool = None,
+) -> int:
+    from trader import results
+
+    try:
+        res = results.load_results(db_path, run_id, bars=bars)
+        summary = results.summary_of(res)
+    except results.RunNotFound as exc:
+        print(f"trader: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if html is not False:
+        out = Path(html) if isinstance(html, str) else Path(f"{db_path}.html")
+        symbol = getattr(args, "symbol", None) or (res.fills[0].symbol if res.fills else None)
+        pts, pclose = (None, None)
+        if symbol:
+            pts, pclose = results.price_series(db_path, res.run_id, symbol)
+        results.write_html(res, summary, out, symbol=symbol, price_ts=pts, price_close=pclose)
+        log.info("report written", path=str(out))
+    if args.json:
+        print(results.summary_json(summary, res.run_id))
+    else:
+        print(results.summary_text(summary))
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level or "info")
+    return _print_results(args.db, args.run, args, html=args.out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,294 @@
+"""The TOML configuration, as frozen msgspec Structs.
+
+Every table is a Struct that forbids unknown fields, so a typo is an error,
+not a silently ignored setting. Constraints live in the types
+(``Annotated[..., Meta(...)]``). :func:`load_config` turns any problem into a
+:class:`~trader.errors.ConfigError` whose one-line message names the file and
+the field path, e.g.::
+
+    config/replay.toml: $.broker.cash_usd: Expected `float` >= 1.0
+
+``--set dotted.key=value`` overrides are applied to the parsed TOML *before*
+validation, so they are checked exactly like the file. Values are read as TOML
+(``--set risk.max_position_shares=100``, ``--set data.symbols=["AAPL"]``) and
+fall back to a plain string (``--set strategy.name=breakout``).
+
+Secrets are never read from TOML: see :mod:`trader.secrets`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from trader.errors import ConfigError
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegativeFloat = Annotated[float, Meta(ge=0.0)]
+PositiveFloat = Annotated[float, Meta(gt=0.0)]
+Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
+Bps = Annotated[float, Meta(ge=0.0, le=10_000.0)]
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class RunConfig(_Section, frozen=True, kw_only=True):
+    """``[run]``: the process.
+
+    Attributes:
+        db: SQLite journal path (default ``runs/trader.db``), relative to the
+            working directory.
+        shutdown_deadline_s: seconds the orderly drain may take on SIGTERM
+            (default 10); systemd's TimeoutStopSec must be longer.
+        log_level: default log level (``info``).
+    """
+
+    db: str = "runs/trader.db"
+    shutdown_deadline_s: PositiveFloat = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DataConfig(_Section, frozen=True, kw_only=True):
+    """``[data]``: bars for replay.
+
+    Attributes:
+        dir: directory of CSV files (default ``replay_data/1Day``).
+        symbols: symbols to load; empty means every symbol found.
+        start, end: ISO dates bounding the replay (inclusive); empty means all.
+        on_bad_row: ``error`` stops the load at the first bad row with
+            file:line; ``skip`` drops and counts bad rows.
+    """
+
+    dir: str = "replay_data/1Day"
+    symbols: tuple[str, ...] = ()
+    start: str = ""
+    end: str = ""
+    on_bad_row: Literal["error", "skip"] = "error"
+
+
+class ReplayConfig(_Section, frozen=True, kw_only=True):
+    """``[replay]``: pacing.
+
+    Attributes:
+        speed: ``"max"`` (default: as fast as possible) or a multiple of real
+            time, e.g. 60 replays one minute of bars per second.
+        batch_bars: most bars per feed batch while nothing is in flight
+            (default 4096; bigger batches amortise scheduling, smaller ones
+            bound memory per message).
+    """
+
+    speed: float | Literal["max"] = "max"
+    batch_bars: PositiveInt = 4096
+
+
+class StrategyConfig(_Section, frozen=True, kw_only=True):
+    """``[strategy]``.
+
+    Attributes:
+        name: ``sma_cross``, ``breakout``, or a dotted path ``package.module:Class``.
+        instance: the strategy instance's id; part of every client order id,
+            so it must stay the same across restarts (default: the name).
+        params: the strategy's own parameters, validated by its params Struct.
+    """
+
+    name: str = "sma_cross"
+    instance: str = ""
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class CommissionConfig(_Section, frozen=True, kw_only=True):
+    """``[broker.commission]``.
+
+    Attributes:
+        model: ``bps`` (a fraction of traded value) or ``per_share``.
+        bps: basis points of traded value (model ``bps``; default 0).
+        per_share_usd: dollars per share (model ``per_share``).
+        minimum_usd: minimum per order execution (model ``per_share``).
+    """
+
+    model: Literal["bps", "per_share"] = "bps"
+    bps: Bps = 0.0
+    per_share_usd: NonNegativeFloat = 0.0
+    minimum_usd: NonNegativeFloat = 0.0
+
+
+class BrokerConfig(_Section, frozen=True, kw_only=True):
+    """``[broker]``: the simulated broker's rules (replay and the sandbox).
+
+    Attributes:
+        cash_usd: starting cash (default 100000).
+        commission: the commission model.
+        slippage_bps: adverse slippage on market and stop fills, in basis
+            points of the fill price (default 0).
+        fractional: allow fractional shares for notional orders (default false).
+        max_participation: the most of a bar's volume one order may take
+            (0 < x <= 1; default 1 = no cap). Below 1, big orders fill partially
+            over several bars.
+    """
+
+    cash_usd: Annotated[float, Meta(ge=1.0)] = 100_000.0
+    commission: CommissionConfig = CommissionConfig()
+    slippage_bps: Bps = 0.0
+    fractional: bool = False
+    max_participation: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
+
+
+class RiskConfig(_Section, frozen=True, kw_only=True):
+    """``[risk]``: the minimal pre-trade rules.
+
+    Attributes:
+        sizing: ``target_weight`` (the signal's weight of equity, default),
+            ``fixed_notional`` or ``fixed_fraction``.
+        fixed_notional_usd: order size for ``fixed_notional``.
+        fixed_fraction: fraction of equity for ``fixed_fraction``.
+        max_position_shares: the most shares per symbol (0 = no limit).
+        max_position_notional_usd: the most dollars per symbol (0 = no limit).
+        allow_short: whether a negative target may open a short (default false).
+    """
+
+    sizing: Literal["target_weight", "fixed_notional", "fixed_fraction"] = "target_weight"
+    fixed_notional_usd: NonNegativeFloat = 10_000.0
+    fixed_fraction: Fraction = 0.1
+    max_position_shares: Annotated[int, Meta(ge=0)] = 0
+    max_position_notional_usd: NonNegativeFloat = 0.0
+    allow_short: bool = False
+
+
+class ChannelsConfig(_Section, frozen=True, kw_only=True):
+    """``[channels]``: inbox capacities, each chosen for a reason.
+
+    Attributes:
+        strategy: bar batches waiting for the strategy (default 64: the feed
+            should feel backpressure within a second of a stalled strategy).
+        scorer, risk, execution: signals and orders (default 1024: bursts at
+            the minute boundary for a large universe fit without blocking).
+        feed: control messages back to the feed (default 64).
+        recorder: records waiting for SQLite (default 65536: absorbs a slow
+            disk for a while; when full the graph slows down rather than
+            dropping a record).
+    """
+
+    strategy: PositiveInt = 64
+    scorer: PositiveInt = 1024
+    risk: PositiveInt = 1024
+    execution: PositiveInt = 1024
+    feed: PositiveInt = 64
+    recorder: PositiveInt = 65536
+
+
+class SupervisorConfig(_Section, frozen=True, kw_only=True):
+    """``[supervisor]``: restart intensity.
+
+    Attributes:
+        intensity: restarts allowed within ``period_s`` (default 5).
+        period_s: the window in seconds (default 60). With systemd's
+            StartLimitBurst=3 in 600 s that allows 5 x 3 = 15 actor restarts
+            per 10 minutes before the unit is given up.
+    """
+
+    intensity: Annotated[int, Meta(ge=0)] = 5
+    period_s: PositiveFloat = 60.0
+
+
+class Config(_Section, frozen=True, kw_only=True):
+    """The whole file. Every section is optional and has safe defaults."""
+
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    replay: ReplayConfig = ReplayConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    broker: BrokerConfig = BrokerConfig()
+    risk: RiskConfig = RiskConfig()
+    channels: ChannelsConfig = ChannelsConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+
+    @property
+    def strategy_instance(self) -> str:
+        return self.strategy.instance or self.strategy.name
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a TOML-typed value.
+
+    Raises:
+        ConfigError: no ``=`` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    path = [p for p in key.strip().split(".")]
+    if not sep or not key.strip() or any(not p for p in path):
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``dotted.key=value`` applied."""
+    out: dict[str, Any] = _deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a table")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def decode_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
+    """Validate a parsed TOML document.
+
+    Raises:
+        ConfigError: one line naming ``source`` and the field path.
+    """
+    try:
+        return msgspec.convert(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.a.b`"; put the path first,
+    # which is what a person scans for.
+    text = str(exc)
+    message, sep, where = text.rpartition(" - at ")
+    if sep:
+        return f"{where.strip('`')}: {message}"
+    return text
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a TOML config file.
+
+    Raises:
+        ConfigError: missing or unreadable file, bad TOML, unknown key, wrong
+            type or out-of-range value; the message is one line naming the file
+            and the field.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    raw = apply_overrides(raw, overrides or [])
+    return decode_config(raw, source=str(p))

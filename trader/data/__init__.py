@@ -1,0 +1,1 @@
+"""Market data: bar files, their binary cache, synthetic bars and normalisation."""

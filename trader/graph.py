@@ -1,0 +1,301 @@
+"""The actor graph: the one place the topology is declared.
+
+::
+
+      ┌──────┐ BarsClosed ┌──────────┐ SignalEmitted ┌────────┐ SignalScored ┌──────┐
+      │ feed │───────────▶│ strategy │──────────────▶│ scorer │─────────────▶│ risk │
+      └──────┘            └──────────┘               └────────┘              └──────┘
+         ▲   BatchCut (replay) │  │ BarsClosed (the bars it has seen)         ▲  │
+         └─────────────────────┘  └───────────────────────────────────────────┘  │
+                                                           SubmitOrder, CancelOrder
+                      PositionChanged ◀── risk                                   ▼
+                                                                          ┌───────────┐
+                       order events, fills, reconciliation  ◀─────────────│ execution │
+                       (to risk; positions also to strategy)              └───────────┘
+
+    every message ──▶ recorder (the journal)
+
+Live and replay build this same graph; :class:`Adapters` carries what differs:
+the feed, the clock and the broker. Start order is recorder → execution →
+risk → scorer → strategy → feed (consumers before producers) under one
+``rest_for_one`` supervisor, so a crashed recorder restarts everything after
+it (no trading without a journal), a crashed execution restarts everything
+downstream of reconciliation, and a crashed feed only reconnects.
+
+Shutdown drains in the same direction as the data: stop the feed, wait until
+nothing is in flight, then close each inbox in start order after the recorder
+(each actor finishes its backlog and returns), and finally close the journal
+so the recorder commits the last batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+
+from trader.actors.base import Actor, JournalCommits, JournalRecord, Outbox
+from trader.actors.execution import ExecutionActor
+from trader.actors.recorder import Recorder, RunInfo
+from trader.actors.risk import RiskActor
+from trader.actors.scorer import ScorerActor
+from trader.actors.strategy import StrategyActor
+from trader.brokers.base import Broker
+from trader.channels import Channel, ChannelStats, InFlight
+from trader.clock import Clock
+from trader.config import Config
+from trader.messages import (
+    AccountUpdated,
+    BarsClosed,
+    BatchCut,
+    CancelOrder,
+    EquitySampled,
+    FlattenAll,
+    HaltTrading,
+    Message,
+    OrderAccepted,
+    OrderCanceled,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderReplaced,
+    PositionChanged,
+    ReconciliationDone,
+    ResumeTrading,
+    RiskStateChanged,
+    SignalEmitted,
+    SignalScored,
+    SubmitOrder,
+)
+from trader.strategies import build as build_strategy
+from trader.supervisor import ChildSpec, RestartBudget, Supervisor
+
+log = structlog.get_logger("trader.graph")
+
+_ORDER_EVENTS = (
+    OrderAccepted, OrderFilled, OrderCanceled, OrderRejected, OrderExpired, OrderReplaced,
+)
+
+#: Who receives what. Keys are the emitting actor; an empty tuple means
+#: "journal only". Emitting a type not listed here is a wiring bug and raises.
+ROUTES: Mapping[str, Mapping[type[Message], tuple[str, ...]]] = {
+    "feed": {BarsClosed: ("strategy",)},
+    "strategy": {
+        BarsClosed: ("risk",),
+        SignalEmitted: ("scorer",),
+        BatchCut: ("feed",),
+    },
+    "scorer": {SignalScored: ("risk",)},
+    "risk": {
+        SubmitOrder: ("execution",),
+        CancelOrder: ("execution",),
+        OrderDenied: (),
+        PositionChanged: ("strategy",),
+        AccountUpdated: (),
+        EquitySampled: (),
+        RiskStateChanged: (),
+    },
+    "execution": {
+        **dict.fromkeys(_ORDER_EVENTS, ("risk",)),
+        AccountUpdated: ("risk",),
+        PositionChanged: ("risk", "strategy"),
+        ReconciliationDone: ("risk",),
+    },
+    "control": {HaltTrading: ("risk",), ResumeTrading: ("risk",), FlattenAll: ("risk",)},
+}
+
+#: Start order (consumers first). Shutdown closes inboxes in this order after the feed.
+START_ORDER = ("recorder", "execution", "risk", "scorer", "strategy", "feed")
+
+#: Inboxes whose messages the graph waits for before it calls itself quiet.
+_TRACKED = ("strategy", "scorer", "risk", "execution")
+
+
+FeedFactory = Callable[["Graph"], Actor]
+
+
+class Adapters(msgspec.Struct, frozen=True, kw_only=True):
+    """What live and replay swap: the clock, the broker and the feed."""
+
+    clock: Clock
+    broker: Broker
+    feed: FeedFactory
+    mode: str
+
+
+class Graph:
+    """The wired actors, their channels and their supervisor.
+
+    Build it with :func:`build_graph`; run it with :meth:`run`; stop it with
+    :meth:`request_stop` (or a signal, see trader.cli).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        adapters: Adapters,
+        run: RunInfo,
+        *,
+        db_path: str,
+        inflight: InFlight | None = None,
+    ) -> None:
+        self.config = config
+        self.adapters = adapters
+        self.clock = adapters.clock
+        # Shared with the broker adapter when its update stream must count
+        # towards quiescence (the simulated broker's fills).
+        self.inflight = inflight or InFlight()
+        caps = config.channels
+        self.inboxes: dict[str, Channel[Message]] = {
+            "strategy": Channel("strategy", caps.strategy, self.inflight),
+            "scorer": Channel("scorer", caps.scorer, self.inflight),
+            "risk": Channel("risk", caps.risk, self.inflight),
+            "execution": Channel("execution", caps.execution, self.inflight),
+            # Untracked: the feed reads it only once the graph is quiet.
+            "feed": Channel("feed", caps.feed, None),
+        }
+        # Untracked: quiescence must not wait for the disk.
+        self.journal: Channel[JournalRecord] = Channel("recorder", caps.recorder, None)
+        self.commits = JournalCommits()
+        self.run_info = run
+        self._db_path = db_path
+        self._stop = anyio.Event()
+        self.finished = False
+        self.interrupted = False
+        strategy_cfg = config.strategy
+        # Validate strategy parameters now, so a bad one is a config error
+        # before anything starts.
+        build_strategy(strategy_cfg.name, strategy_cfg.params)
+        self.supervisor = Supervisor(
+            self._child_specs(),
+            strategy="rest_for_one",
+            budget=RestartBudget(
+                intensity=config.supervisor.intensity, period=config.supervisor.period_s
+            ),
+        )
+
+    # --- wiring --------------------------------------------------------------------
+
+    def outbox(self, source: str) -> Outbox:
+        routes = {
+            t: [self.inboxes[d] for d in dests] for t, dests in ROUTES[source].items()
+        }
+        return Outbox(source, routes, self.journal, self.commits)
+
+    def _child_specs(self) -> list[ChildSpec]:
+        cfg = self.config
+        adapters = self.adapters
+
+        def recorder() -> Actor:
+            return Recorder(self.journal, path=self._db_path, run=self.run_info,
+                            commits=self.commits)
+
+        def execution() -> Actor:
+            return ExecutionActor(self.inboxes["execution"], self.outbox("execution"),
+                                  broker=adapters.broker, now_ns=adapters.clock.now_ns)
+
+        def risk() -> Actor:
+            return RiskActor(self.inboxes["risk"], self.outbox("risk"), config=cfg.risk)
+
+        def scorer() -> Actor:
+            return ScorerActor(self.inboxes["scorer"], self.outbox("scorer"))
+
+        def strategy() -> Actor:
+            # A fresh strategy per incarnation: its state is rebuilt from the
+            # bars it sees, never carried over from a crashed predecessor.
+            return StrategyActor(
+                self.inboxes["strategy"],
+                self.outbox("strategy"),
+                strategy=build_strategy(cfg.strategy.name, cfg.strategy.params),
+                instance=cfg.strategy_instance,
+            )
+
+        def feed() -> Actor:
+            return adapters.feed(self)
+
+        factories: dict[str, Callable[[], Actor]] = {
+            "recorder": recorder, "execution": execution, "risk": risk, "scorer": scorer,
+            "strategy": strategy, "feed": feed,
+        }
+        return [
+            ChildSpec(
+                name=name,
+                factory=factories[name],
+                # A replay feed that reaches the end of its data is done, not dead.
+                restart="transient" if name == "feed" else "permanent",
+            )
+            for name in START_ORDER
+        ]
+
+    # --- running -------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin an orderly shutdown (idempotent)."""
+        self._stop.set()
+
+    def feed_finished(self) -> None:
+        """The feed ran out of data: a replay is complete."""
+        self.finished = True
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped, then drain in order.
+
+        Raises:
+            RestartBudgetExhausted: an actor crashed too often; the graph is down.
+        """
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.supervisor.run)
+            task_status.started()
+            await self._stop.wait()
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        sup = self.supervisor
+        sup.begin_shutdown()
+        deadline = self.config.run.shutdown_deadline_s
+        with anyio.move_on_after(deadline) as scope:
+            await sup.stop_child("feed")
+            await self.inflight.wait_quiet()
+            # Close inboxes along the data flow: each actor finishes its
+            # backlog (nothing, once quiet) and returns.
+            for name in reversed(START_ORDER[1:-1]):
+                self.inboxes[name].close()
+                await sup.wait_child(name)
+            self.inboxes["feed"].close()
+            self.journal.close()
+            await sup.wait_child("recorder")
+        if scope.cancelled_caught:
+            log.error("shutdown deadline passed; stopping without a full drain",
+                      deadline_s=deadline, in_flight=self.inflight.count)
+            for name in reversed(START_ORDER):
+                await sup.stop_child(name)
+
+    def channel_stats(self) -> list[ChannelStats]:
+        return [c.statistics() for c in (*self.inboxes.values(), self.journal)]
+
+
+def build_graph(
+    config: Config,
+    adapters: Adapters,
+    run: RunInfo,
+    *,
+    db_path: str | None = None,
+    inflight: InFlight | None = None,
+) -> Graph:
+    """Wire the graph for ``config`` with the given adapters."""
+    return Graph(config, adapters, run, db_path=db_path or config.run.db, inflight=inflight)
+
+
+def route_table() -> Sequence[tuple[str, str, str]]:
+    """``(source, message type, destination)`` rows, for docs and tests."""
+    return [
+        (src, t.__name__, dst)
+        for src, table in ROUTES.items()
+        for t, dests in table.items()
+        for dst in (dests or ("journal",))
+    ]

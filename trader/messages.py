@@ -1,0 +1,304 @@
+"""Every message that travels between actors, and the one journal codec.
+
+Messages are frozen, keyword-only, tagged ``msgspec.Struct`` s. Each carries
+``ts_ns``: UTC nanoseconds read from the graph's :class:`~trader.clock.Clock`
+(never wall time directly). Events are named in the past tense
+(``BarClosed``, ``OrderFilled``), commands in the imperative (``SubmitOrder``,
+``HaltTrading``).
+
+Money follows the rule in :mod:`trader.money`: prices are ``float`` (as the
+market quotes them, rounded to the tick at the broker boundary); cash,
+commissions, equity and P&L are integer cents (fields end in ``_cents``).
+
+The journal is append-only and outlives the code that wrote it, so the schema
+only grows: a new field gets a default, no field is ever retyped or renamed,
+and a tag is never reused. ``tests/data/journal_v1.msgpack`` is a sample of
+this schema that must keep decoding.
+
+This module is *not* a bus: it holds declarations only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NewType, TypeAlias
+
+import msgspec
+
+ClientOrderId = NewType("ClientOrderId", str)
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop", "stop_limit"]
+TimeInForce = Literal["day", "gtc"]
+TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
+    """Base of every message: the tag is the class name, ``ts_ns`` is when it happened."""
+
+    ts_ns: int
+
+
+# --- market data -------------------------------------------------------------
+
+
+class BarClosed(Message, frozen=True, kw_only=True):
+    """A bar that has closed. ``ts_ns`` is the bar's close time: a bar is known only then."""
+
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float | None = None
+    trades: int | None = None
+
+
+class BarsClosed(Message, frozen=True, kw_only=True):
+    """A batch of closed bars in (ts, symbol) order.
+
+    Live, a batch is every bar of one minute; in replay it may span many
+    timestamps while nothing is in flight (see DESIGN.md, "Quiescence").
+    ``ts_ns`` is the close time of the last bar in the batch.
+    """
+
+    bars: tuple[BarClosed, ...]
+
+
+class BatchCut(Message, frozen=True, kw_only=True):
+    """The strategy stopped inside a replay batch after the bars closing at ``ts_ns``.
+
+    It emitted a signal there, so later bars of the batch must wait until the
+    graph has reacted (the broker first sees the next bar, as it would live).
+    """
+
+
+# --- strategy and scorer -------------------------------------------------------
+
+
+class SignalEmitted(Message, frozen=True, kw_only=True):
+    """A strategy wants ``symbol`` at ``target_weight`` of equity (1 long, 0 flat, -1 short)."""
+
+    strategy: str
+    symbol: str
+    target_weight: float
+    strength: float = 1.0
+    price: float = 0.0
+    """The close that produced the signal, for sizing."""
+
+
+class SignalScored(Message, frozen=True, kw_only=True):
+    """A signal with the ML scorer's verdict; ``probability`` is None when unscored."""
+
+    signal: SignalEmitted
+    probability: float | None = None
+    model_id: str | None = None
+    passed: bool = True
+
+
+# --- orders --------------------------------------------------------------------
+
+
+class SubmitOrder(Message, frozen=True, kw_only=True):
+    """Send one order to the broker. ``client_order_id`` is deterministic (see orders.py)."""
+
+    client_order_id: ClientOrderId
+    strategy: str
+    symbol: str
+    side: Side
+    qty: float | None = None
+    notional_cents: int | None = None
+    order_type: OrderType = "market"
+    limit_price: float | None = None
+    stop_price: float | None = None
+    time_in_force: TimeInForce = "day"
+    signal_ts_ns: int = 0
+
+
+class CancelOrder(Message, frozen=True, kw_only=True):
+    """Cancel an open order."""
+
+    client_order_id: ClientOrderId
+
+
+class OrderDenied(Message, frozen=True, kw_only=True):
+    """Risk refused an order; it never reached the broker."""
+
+    client_order_id: ClientOrderId
+    symbol: str
+    reason_code: str
+    reason: str
+
+
+class OrderEvent(Message, frozen=True, kw_only=True):
+    """Base of broker-reported order status changes."""
+
+    client_order_id: ClientOrderId
+    symbol: str
+    broker_order_id: str = ""
+
+
+class OrderAccepted(OrderEvent, frozen=True, kw_only=True):
+    """The broker acknowledged the order (Alpaca ``new``)."""
+
+    side: Side = "buy"
+    qty: float | None = None
+    notional_cents: int | None = None
+    order_type: OrderType = "market"
+    limit_price: float | None = None
+    stop_price: float | None = None
+    time_in_force: TimeInForce = "day"
+
+
+class OrderFilled(OrderEvent, frozen=True, kw_only=True):
+    """One execution. ``status`` is ``filled`` when nothing is left, else ``partially_filled``."""
+
+    execution_id: str
+    side: Side
+    qty: float
+    price: float
+    commission_cents: int
+    cum_qty: float
+    avg_price: float
+    status: Literal["partially_filled", "filled"]
+
+
+class OrderCanceled(OrderEvent, frozen=True, kw_only=True):
+    """The order was canceled; ``filled_qty`` had filled before."""
+
+    filled_qty: float = 0.0
+    reason: str = ""
+
+
+class OrderRejected(OrderEvent, frozen=True, kw_only=True):
+    """The broker refused the order, with its reason."""
+
+    reason: str
+    code: str = ""
+
+
+class OrderExpired(OrderEvent, frozen=True, kw_only=True):
+    """A day order reached the end of its session unfilled (or partly filled)."""
+
+    filled_qty: float = 0.0
+
+
+class OrderReplaced(OrderEvent, frozen=True, kw_only=True):
+    """The order was replaced by ``replaced_by``."""
+
+    replaced_by: str
+
+
+# --- portfolio -----------------------------------------------------------------
+
+
+class PositionChanged(Message, frozen=True, kw_only=True):
+    """A position after a fill or a reconciliation."""
+
+    symbol: str
+    qty: float
+    avg_price: float
+    realized_pnl_cents: int
+
+
+class AccountUpdated(Message, frozen=True, kw_only=True):
+    """Account and equity at ``ts_ns`` (marked to the last close of each symbol)."""
+
+    cash_cents: int
+    equity_cents: int
+    buying_power_cents: int
+    gross_exposure_cents: int
+    realized_pnl_cents: int
+    unrealized_pnl_cents: int
+
+
+class EquitySampled(Message, frozen=True, kw_only=True):
+    """Equity and gross exposure marked at each bar timestamp of one batch.
+
+    One message per batch rather than per timestamp keeps a million-bar replay
+    from paying for a million messages; the recorder stores one row per point.
+    """
+
+    ts: tuple[int, ...]
+    equity_cents: tuple[int, ...]
+    exposure_cents: tuple[int, ...]
+
+
+# --- risk and control ----------------------------------------------------------
+
+
+class RiskStateChanged(Message, frozen=True, kw_only=True):
+    """The trading state moved, and why."""
+
+    state: TradingState
+    previous: TradingState
+    reason: str
+
+
+class HaltTrading(Message, frozen=True, kw_only=True):
+    """Operator or breaker: no new orders."""
+
+    reason: str = "operator"
+
+
+class ResumeTrading(Message, frozen=True, kw_only=True):
+    """Operator: back to ACTIVE."""
+
+    reason: str = "operator"
+
+
+class FlattenAll(Message, frozen=True, kw_only=True):
+    """Close every position at market."""
+
+    reason: str = "operator"
+
+
+class ReconciliationDone(Message, frozen=True, kw_only=True):
+    """Execution has adopted the broker's truth; strategies may trade."""
+
+    differences: int = 0
+
+
+AnyMessage: TypeAlias = (
+    BarClosed
+    | BarsClosed
+    | BatchCut
+    | SignalEmitted
+    | SignalScored
+    | SubmitOrder
+    | CancelOrder
+    | OrderDenied
+    | OrderAccepted
+    | OrderFilled
+    | OrderCanceled
+    | OrderRejected
+    | OrderExpired
+    | OrderReplaced
+    | PositionChanged
+    | AccountUpdated
+    | EquitySampled
+    | RiskStateChanged
+    | HaltTrading
+    | ResumeTrading
+    | FlattenAll
+    | ReconciliationDone
+)
+
+# One codec for the journal; msgpack is compact and msgspec decodes it straight
+# into the tagged structs.
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyMessage)
+
+
+def encode(msg: Message) -> bytes:
+    """Encode one message for the journal."""
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes) -> AnyMessage:
+    """Decode one journal record.
+
+    Raises:
+        msgspec.DecodeError: the bytes are not a message of this schema.
+    """
+    return _decoder.decode(data)

@@ -1,0 +1,189 @@
+"""Replay: the feed, the clock and the broker that ``trader replay`` swaps in.
+
+Nothing else changes: graph.py builds the same actors for live and replay.
+
+:class:`ReplayFeed` releases bars in (time, symbol) order and moves the
+:class:`~trader.clock.ReplayClock` only when the graph is quiescent (every
+message caused so far has been handled; see :mod:`trader.channels`). It steps
+in one of two ways:
+
+* **Orders open at the simulated broker**: one timestamp at a time. The
+  broker trades the bars first (fills flow to risk and the strategy), the graph
+  settles, then the strategy sees the same bars. That is the live order of
+  events: an order fills during the next bar, before that bar closes.
+* **Nothing open**: a batch of up to ``batch_bars`` bars (whole timestamps) in
+  one message. Nothing can fill while no order is open, so this is exactly
+  equivalent, and it is what makes replay fast. If the strategy signals inside
+  the batch it stops after that timestamp and says so (``BatchCut``); the feed
+  resumes from the next timestamp in single steps.
+
+With ``speed`` set, timestamps are released at that multiple of real time
+(wall-clock pacing for demos), one timestamp at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import anyio
+import numpy as np
+import structlog
+from anyio.abc import TaskStatus
+
+from trader.actors.base import Outbox
+from trader.brokers.simulated import SimulatedBroker
+from trader.channels import Channel, InFlight
+from trader.clock import NS_PER_SECOND, ReplayClock
+from trader.data.bars import BarTable
+from trader.messages import BarClosed, BarsClosed, BatchCut, Message
+
+log = structlog.get_logger("trader.replay")
+
+
+class MergedBars:
+    """Every bar of a universe, merged into (ts, symbol) order, as columns."""
+
+    def __init__(self, tables: Mapping[str, BarTable], start_ns: int = 0, end_ns: int = 0) -> None:
+        symbols = sorted(tables)
+        self.symbols = symbols
+        parts = [tables[s] for s in symbols]
+        if not parts:
+            self.ts = np.empty(0, dtype=np.int64)
+            self.sym = np.empty(0, dtype=np.int32)
+            self.cols = np.empty((7, 0))
+            return
+        ts = np.concatenate([t.ts_ns for t in parts])
+        sym = np.concatenate(
+            [np.full(len(t), i, dtype=np.int32) for i, t in enumerate(parts)]
+        )
+        cols = np.vstack([
+            np.concatenate([getattr(t, c) for t in parts])
+            for c in ("open", "high", "low", "close", "volume", "vwap")
+        ] + [np.concatenate([t.trades for t in parts]).astype(np.float64)])
+        order = np.lexsort((sym, ts))
+        ts, sym, cols = ts[order], sym[order], cols[:, order]
+        keep = np.ones(len(ts), dtype=bool)
+        if start_ns:
+            keep &= ts >= start_ns
+        if end_ns:
+            keep &= ts <= end_ns
+        self.ts, self.sym, self.cols = ts[keep], sym[keep], cols[:, keep]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def group_end(self, i: int) -> int:
+        """Index just past the bars sharing timestamp ``ts[i]``."""
+        return int(np.searchsorted(self.ts, self.ts[i], side="right"))
+
+    def chunk_end(self, i: int, max_bars: int) -> int:
+        """Index past up to ``max_bars`` bars from ``i``, rounded up to a whole timestamp."""
+        j = min(i + max_bars, len(self.ts))
+        if j < len(self.ts):
+            j = int(np.searchsorted(self.ts, self.ts[j - 1], side="right"))
+        return j
+
+    def bars(self, i: int, j: int) -> tuple[BarClosed, ...]:
+        ts = self.ts[i:j].tolist()
+        sym = self.sym[i:j].tolist()
+        o, h, lo, c, v, vw, n = (col.tolist() for col in self.cols[:, i:j])
+        names = self.symbols
+        return tuple(
+            BarClosed(
+                ts_ns=t, symbol=names[s], open=op, high=hi, low=low, close=cl, volume=vol,
+                vwap=None if vwp != vwp else vwp,  # NaN: not in the data
+                trades=None if tr < 0 else int(tr),
+            )
+            for t, s, op, hi, low, cl, vol, vwp, tr in zip(
+                ts, sym, o, h, lo, c, v, vw, n, strict=True
+            )
+        )
+
+
+class Cursor:
+    """Where the replay stands: outlives feed restarts, as a market outlives a
+    reconnect (a restarted feed goes on from the first bar not yet released)."""
+
+    __slots__ = ("position",)
+
+    def __init__(self) -> None:
+        self.position = 0
+
+
+class ReplayFeed:
+    """Releases bars as the graph becomes quiet. See the module docstring."""
+
+    name = "feed"
+
+    def __init__(
+        self,
+        data: MergedBars,
+        cursor: Cursor,
+        outbox: Outbox,
+        control: Channel[Message],
+        *,
+        inflight: InFlight,
+        broker: SimulatedBroker,
+        clock: ReplayClock,
+        batch_bars: int = 4096,
+        speed: float | None = None,
+        on_finished: Callable[[], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self._data = data
+        self._out = outbox
+        self._control = control
+        self._inflight = inflight
+        self._broker = broker
+        self._clock = clock
+        self._batch = batch_bars
+        self._speed = speed
+        self._on_finished = on_finished
+        self._on_progress = on_progress
+        self._cursor = cursor
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        data, broker, inflight = self._data, self._broker, self._inflight
+        n = len(data)
+        wall_start: float | None = None
+        first_ts = int(data.ts[0]) if n else 0
+        while self._cursor.position < n:
+            i = self._cursor.position
+            await inflight.wait_quiet()
+            stepping = self._speed is not None or broker.exchange.has_open_orders()
+            j = data.group_end(i) if stepping else data.chunk_end(i, self._batch)
+            if self._speed is not None:
+                if wall_start is None:
+                    wall_start = anyio.current_time()
+                due = wall_start + (int(data.ts[i]) - first_ts) / NS_PER_SECOND / self._speed
+                await anyio.sleep_until(due)
+            bars = data.bars(i, j)
+            if stepping:
+                # The market trades the bar before it closes for the strategy.
+                self._clock.advance_to(bars[0].ts_ns)
+                if await broker.on_bars(bars):
+                    await inflight.wait_quiet()
+            await self._out.emit(BarsClosed(ts_ns=bars[-1].ts_ns, bars=bars), journal=False)
+            await inflight.wait_quiet()
+            j = self._apply_cut(i, j)
+            if not stepping:
+                # Nothing was open, so the market had nothing to trade; it only
+                # needs the last prices of what was released.
+                await broker.on_bars(bars[: j - i])
+            self._clock.advance_to(int(data.ts[j - 1]))
+            self._cursor.position = j
+            if self._on_progress is not None:
+                self._on_progress(j - i)
+        if self._on_finished is not None:
+            self._on_finished()
+
+    def _apply_cut(self, i: int, j: int) -> int:
+        while True:
+            try:
+                msg = self._control.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return j
+            if isinstance(msg, BatchCut):
+                j = min(j, int(np.searchsorted(self._data.ts, msg.ts_ns, side="right")))
+                j = max(j, i + 1)

@@ -1,0 +1,167 @@
+"""A finished run, read back from the journal: the summary, JSON, the HTML report.
+
+Everything here reads the SQLite file (read-only), so ``trader report DB``
+regenerates exactly what ``trader replay`` printed, from the journal alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from trader.actors.recorder import connect_readonly
+from trader.errors import TraderError
+from trader.report import FillRow, Summary, format_table, round_trips, summarize
+
+
+class RunNotFound(TraderError):
+    """The journal has no such run."""
+
+
+class RunResults(msgspec.Struct, kw_only=True):
+    """Series and fills of one run, as stored."""
+
+    run_id: str
+    initial_cash_cents: int
+    bars: int
+    ts_ns: Any
+    equity_cents: Any
+    exposure_cents: Any
+    fills: list[FillRow]
+    commissions_cents: int
+
+
+def latest_run_id(db: sqlite3.Connection) -> str:
+    row = db.execute(
+        "SELECT run_id FROM runs ORDER BY started_wall_ns DESC, rowid DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        raise RunNotFound("the journal holds no run")
+    return str(row[0])
+
+
+def load_results(db_path: str | Path, run_id: str | None = None, *, bars: int = 0) -> RunResults:
+    """Read one run (the latest if ``run_id`` is None).
+
+    Raises:
+        RunNotFound: no such run in the file.
+    """
+    if not Path(db_path).exists():
+        raise RunNotFound(f"{db_path}: no such journal")
+    with connect_readonly(db_path) as db:
+        rid = run_id or latest_run_id(db)
+        row = db.execute("SELECT config FROM runs WHERE run_id = ?", (rid,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"{db_path}: no run {rid!r}")
+        config = json.loads(row[0])
+        cash = round(float(config["broker"]["cash_usd"]) * 100)
+        eq = np.array(
+            db.execute(
+                "SELECT ts_ns, equity_cents, exposure_cents FROM equity WHERE run_id = ? "
+                "ORDER BY ts_ns",
+                (rid,),
+            ).fetchall(),
+            dtype=np.int64,
+        ).reshape(-1, 3)
+        fills = [
+            FillRow(ts_ns=t, symbol=s, side=side, qty=q, price=p, commission_cents=c)
+            for t, s, side, q, p, c in db.execute(
+                "SELECT ts_ns, symbol, side, qty, price, commission_cents FROM fills "
+                "WHERE run_id = ? ORDER BY ts_ns, execution_id",
+                (rid,),
+            )
+        ]
+        if not bars:
+            bars = _count_bars(db, rid)
+    return RunResults(
+        run_id=rid,
+        initial_cash_cents=cash,
+        bars=bars,
+        ts_ns=eq[:, 0],
+        equity_cents=eq[:, 1],
+        exposure_cents=eq[:, 2],
+        fills=fills,
+        commissions_cents=sum(f.commission_cents for f in fills),
+    )
+
+
+def _count_bars(db: sqlite3.Connection, run_id: str) -> int:
+    from trader.messages import BarsClosed, decode
+
+    total = 0
+    for (body,) in db.execute(
+        "SELECT body FROM journal WHERE run_id = ? AND type = 'BarsClosed'", (run_id,)
+    ):
+        msg = decode(body)
+        if isinstance(msg, BarsClosed):
+            total += len(msg.bars)
+    return total
+
+
+def summary_of(results: RunResults) -> Summary:
+    if len(results.ts_ns) == 0:
+        raise RunNotFound(f"run {results.run_id} recorded no equity (no bars replayed?)")
+    return summarize(
+        ts_ns=results.ts_ns,
+        equity_cents=results.equity_cents,
+        exposure_cents=results.exposure_cents,
+        trades=round_trips(results.fills),
+        commissions_cents=results.commissions_cents,
+        bars=results.bars,
+        initial_equity_cents=results.initial_cash_cents,
+    )
+
+
+def summary_json(summary: Summary, run_id: str) -> str:
+    """One JSON object: every figure of the table, plus ``run_id``."""
+    doc = msgspec.to_builtins(summary)
+    doc["run_id"] = run_id
+    return json.dumps(doc, sort_keys=True)
+
+
+def summary_text(summary: Summary) -> str:
+    return format_table(summary)
+
+
+def write_html(
+    results: RunResults, summary: Summary, path: Path, *, symbol: str | None,
+    price_ts: Any = None, price_close: Any = None,
+) -> None:
+    from trader.report import render_html
+
+    render_html(
+        path,
+        title=f"trader replay {results.run_id[:8]}",
+        summary=summary,
+        ts_ns=results.ts_ns,
+        equity_cents=results.equity_cents,
+        price_symbol=symbol,
+        price_ts_ns=price_ts,
+        price_close=price_close,
+        fills=[f for f in results.fills if symbol is None or f.symbol == symbol],
+    )
+
+
+def price_series(db_path: str | Path, run_id: str, symbol: str) -> tuple[Any, Any]:
+    """Closes of ``symbol`` as the strategy saw them, from the journal."""
+    from trader.messages import BarsClosed, decode
+
+    ts: list[int] = []
+    close: list[float] = []
+    with connect_readonly(db_path) as db:
+        for (body,) in db.execute(
+            "SELECT body FROM journal WHERE run_id = ? AND type = 'BarsClosed' ORDER BY ts_ns",
+            (run_id,),
+        ):
+            msg = decode(body)
+            if isinstance(msg, BarsClosed):
+                for bar in msg.bars:
+                    if bar.symbol == symbol:
+                        ts.append(bar.ts_ns)
+                        close.append(bar.close)
+    return np.array(ts, dtype=np.int64), np.array(close, dtype=np.float64)
