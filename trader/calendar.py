@@ -86,9 +86,7 @@ _SPECIAL_CLOSURES: frozenset[dt.date] = frozenset(
 )
 
 # Fridays after Christmas the exchange closed early by special decision.
-_ADHOC_EARLY_CLOSES: frozenset[dt.date] = frozenset(
-    {dt.date(1997, 12, 26), dt.date(2003, 12, 26)}
-)
+_ADHOC_EARLY_CLOSES: frozenset[dt.date] = frozenset({dt.date(1997, 12, 26), dt.date(2003, 12, 26)})
 
 # One-off unscheduled hours (open, close) in New York time, from the NYSE
 # closings history.  Kept so a daily bar's close time is the true close.

@@ -114,6 +114,27 @@ class Channel(Generic[T]):
             raise anyio.WouldBlock
         self._push(item)
 
+    def try_send(self, item: T) -> bool:
+        """Append ``item`` if there is room now; the hot path, no exceptions.
+
+        Returns:
+            False when full (or senders are queued) or closed: use :meth:`send`.
+        """
+        items = self._items
+        if len(items) >= self.capacity or self._closed or self._writable:
+            return False
+        # _push, inlined: this runs once per message per hop.
+        items.append(item)
+        self._sent += 1
+        inflight = self._inflight
+        if inflight is not None:
+            inflight._count += 1
+        readable = self._readable
+        if readable is not None:
+            readable.set()
+            self._readable = None
+        return True
+
     async def send(self, item: T) -> None:
         """Append ``item``, waiting for room if full."""
         if self._closed:
@@ -126,17 +147,19 @@ class Channel(Generic[T]):
         try:
             await room.wait()
         except BaseException:
-            # Cancelled while waiting: hand our turn to the next sender.
-            if room in self._writable:
-                self._writable.remove(room)
-            elif self._writable and len(self._items) < self.capacity:
-                self._writable[0].set()
+            # Cancelled while waiting: leave the queue, and if our turn had
+            # come, hand it to the next sender.
+            self._writable.remove(room)
+            self._wake_next_writer()
             raise
+        # Our event stayed queued until now, so a sender arriving between our
+        # wake-up and our push could not overtake us (send_nowait and the fast
+        # path above both yield to queued senders).
+        self._writable.remove(room)
         if self._closed:
             raise anyio.ClosedResourceError(f"channel {self.name!r} is closed")
         self._push(item)
-        if self._writable and len(self._items) < self.capacity:
-            self._wake_next_writer()
+        self._wake_next_writer()
 
     async def send_all(self, items: Iterable[T]) -> None:
         for item in items:
@@ -145,15 +168,19 @@ class Channel(Generic[T]):
     def _push(self, item: T) -> None:
         self._items.append(item)
         self._sent += 1
-        if self._inflight is not None:
-            self._inflight.add()
+        inflight = self._inflight
+        if inflight is not None:
+            inflight._count += 1  # InFlight.add, inlined: this is the hot path
         if self._readable is not None:
             self._readable.set()
             self._readable = None
 
     def _wake_next_writer(self) -> None:
-        room = self._writable.popleft()
-        room.set()
+        # Wake only the first waiting sender, and only if there is room: it
+        # leaves the queue once it has pushed and then wakes the next one. Waking
+        # every waiter at once would let them all push past the capacity.
+        if self._writable and len(self._items) < self.capacity:
+            self._writable[0].set()
 
     # --- receiving -------------------------------------------------------------
 
@@ -183,8 +210,7 @@ class Channel(Generic[T]):
             batch = list(items)
             items.clear()
         self._received += len(batch)
-        while self._writable and len(self._items) < self.capacity:
-            self._wake_next_writer()
+        self._wake_next_writer()
         return batch
 
     def receive_nowait(self) -> T:
@@ -200,8 +226,7 @@ class Channel(Generic[T]):
             raise anyio.WouldBlock
         item = self._items.popleft()
         self._received += 1
-        if self._writable:
-            self._wake_next_writer()
+        self._wake_next_writer()
         return item
 
     def requeue_front(self, items: list[T]) -> None:
@@ -226,8 +251,8 @@ class Channel(Generic[T]):
         if self._readable is not None:
             self._readable.set()
             self._readable = None
-        while self._writable:
-            self._wake_next_writer()
+        for room in self._writable:  # each raises ClosedResourceError
+            room.set()
 
     @property
     def sent(self) -> int:

@@ -256,9 +256,18 @@ def decode_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
         ConfigError: one line naming ``source`` and the field path.
     """
     try:
-        return msgspec.convert(raw, type=Config)
+        config = msgspec.convert(raw, type=Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from None
+    # Strategy parameters belong to the strategy's own Struct; check them now
+    # so they fail like any other field, before anything starts.
+    from trader.strategies import build
+
+    try:
+        build(config.strategy.name, config.strategy.params)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
 
 
 def _describe(exc: msgspec.ValidationError) -> str:
@@ -268,7 +277,7 @@ def _describe(exc: msgspec.ValidationError) -> str:
     message, sep, where = text.rpartition(" - at ")
     if sep:
         return f"{where.strip('`')}: {message}"
-    return text
+    return f"$: {text}"
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

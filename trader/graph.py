@@ -250,9 +250,11 @@ class Graph:
         """
         async with anyio.create_task_group() as tg:
             await tg.start(self.supervisor.run)
+            log.info("graph ready", actors=list(START_ORDER), mode=self.adapters.mode)
             task_status.started()
             await self._stop.wait()
             await self._shutdown()
+        log.info("graph stopped", finished=self.finished, journal_records=self.journal.sent)
 
     async def _shutdown(self) -> None:
         sup = self.supervisor

@@ -13,8 +13,9 @@ the exception: only that one message is lost.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -79,7 +80,7 @@ class Outbox:
     bug, so it raises instead of dropping the message.
     """
 
-    __slots__ = ("_commits", "_journal", "_routes", "source")
+    __slots__ = ("_commits", "_journal", "_routes", "pending", "source")
 
     def __init__(
         self,
@@ -92,9 +93,43 @@ class Outbox:
         self._routes = {t: tuple(chs) for t, chs in routes.items()}
         self._journal = journal
         self._commits = commits
+        self.pending: list[tuple[Channel[Any], Any]] = []
+
+    def post(self, msg: Message, *, journal: bool = True) -> None:
+        """Send ``msg`` without waiting: the ``_nowait`` half of :meth:`emit`.
+
+        Destinations with room get it now. If one is full, the message (and,
+        to keep every destination FIFO, everything posted after it) waits in
+        :attr:`pending` until :meth:`flush`. Actors with synchronous handlers
+        post; their inbox loop flushes before taking the next message, so a
+        full inbox still pushes back on the sender.
+        """
+        try:
+            destinations = self._routes[type(msg)]
+        except KeyError:
+            raise InvariantViolation(
+                f"{self.source} emitted {type(msg).__name__}, which graph.py does not route"
+            ) from None
+        pending = self.pending
+        jrn = self._journal
+        if journal and jrn is not None:
+            record = (self.source, msg)
+            if pending or not jrn.try_send(record):
+                pending.append((jrn, record))
+        for channel in destinations:
+            if pending or not channel.try_send(msg):
+                pending.append((channel, msg))
+
+    async def flush(self) -> None:
+        """Deliver what :meth:`post` could not, in order, waiting for room."""
+        pending = self.pending
+        while pending:
+            channel, item = pending[0]
+            await channel.send(item)
+            del pending[0]
 
     async def emit(self, msg: Message, *, journal: bool = True, durable: bool = False) -> None:
-        """Send ``msg`` to its destinations, journaling it first.
+        """Send ``msg`` to its destinations, journaling it first, waiting for room.
 
         Args:
             journal: False for a message that another actor journals instead
@@ -103,18 +138,15 @@ class Outbox:
             durable: wait until the journal record is committed to disk before
                 anyone downstream sees the message (fills, final order states).
         """
-        try:
-            destinations = self._routes[type(msg)]
-        except KeyError:
-            raise InvariantViolation(
-                f"{self.source} emitted {type(msg).__name__}, which graph.py does not route"
-            ) from None
-        if journal and self._journal is not None:
-            await self._journal.send((self.source, msg))
-            if durable and self._commits is not None:
-                await self._commits.wait_for(self._journal.sent)
-        for channel in destinations:
-            await channel.send(msg)
+        if durable and journal and self._journal is not None and self._commits is not None:
+            await self.flush()
+            jrn = self._journal
+            await jrn.send((self.source, msg))
+            await self._commits.wait_for(jrn.sent)
+            journal = False
+        self.post(msg, journal=journal)
+        if self.pending:
+            await self.flush()
 
     def routes(self, msg_type: type[Message]) -> bool:
         return msg_type in self._routes
@@ -135,7 +167,8 @@ class InboxActor:
     async def teardown(self) -> None:
         """Release resources; runs on every exit, shielded and bounded by the caller."""
 
-    async def handle(self, msg: Message) -> None:
+    def handle(self, msg: Message) -> Awaitable[None] | None:
+        """Handle one message: a plain method that posts, or a coroutine function."""
         raise NotImplementedError
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -148,41 +181,89 @@ class InboxActor:
                 await self.teardown()
 
     async def _loop(self) -> None:
-        await consume(self._inbox, self.handle, self.name)
+        await consume(self._inbox, self.handle, self.name, self._out)
 
 
 async def consume(
-    inbox: Channel[Message], handle: Callable[[Message], Awaitable[None]], actor: str
+    inbox: Channel[Message],
+    handle: Callable[[Message], Awaitable[None]] | Callable[[Message], None],
+    actor: str,
+    outbox: Outbox | None = None,
 ) -> None:
-    """Handle ``inbox`` in batches until it ends; see the module docstring for crashes."""
+    """Handle ``inbox`` in batches until it ends; see the module docstring for crashes.
+
+    ``handle`` may be synchronous (it posts to ``outbox``, which is flushed
+    after each message) or a coroutine function. Synchronous handlers skip a
+    coroutine per message, which is most of the per-hop cost.
+    """
+    if not inspect.iscoroutinefunction(handle):
+        assert outbox is not None, "a synchronous handler posts to an outbox"
+        await _consume_sync(inbox, handle, actor, outbox)  # type: ignore[arg-type]
+        return
     while True:
         try:
             batch = await inbox.receive_batch()
         except anyio.EndOfStream:
             return
-        for i, msg in enumerate(batch):
-            try:
+        i = 0
+        try:
+            for msg in batch:
                 await handle(msg)
-            except Exception as exc:
-                # The message it crashed on is reported and dropped (a poison
-                # message would otherwise crash every restart); the rest of
-                # the batch waits for the next incarnation.
-                inbox.requeue_front(batch[i + 1 :])
-                inbox.done(i + 1)
-                log.error(
-                    "actor crashed on message",
-                    actor=actor,
-                    message_type=type(msg).__name__,
-                    message=repr(msg)[:500],
-                    exc_info=exc,
-                )
-                raise
-            except BaseException:
-                # Cancelled (a supervisor restart or shutdown): the message was
-                # not fully handled, so it is kept for the successor. Side
-                # effects it already caused are safe to repeat: client order
-                # ids are deterministic.
-                inbox.requeue_front(batch[i:])
-                inbox.done(i)
-                raise
+                i += 1
+        except Exception as exc:
+            # The message it crashed on is reported and dropped (a poison
+            # message would otherwise crash every restart); the rest of the
+            # batch waits for the next incarnation.
+            inbox.requeue_front(batch[i + 1 :])
+            inbox.done(i + 1)
+            log.error(
+                "actor crashed on message",
+                actor=actor,
+                message_type=type(batch[i]).__name__,
+                message=repr(batch[i])[:500],
+                exc_info=exc,
+            )
+            raise
+        except BaseException:
+            # Cancelled (a supervisor restart or shutdown): the message was not
+            # fully handled, so it is kept for the successor. Side effects it
+            # already caused are safe to repeat: client order ids are
+            # deterministic.
+            inbox.requeue_front(batch[i:])
+            inbox.done(i)
+            raise
+        inbox.done(len(batch))
+
+
+async def _consume_sync(
+    inbox: Channel[Message], handle: Callable[[Message], None], actor: str, outbox: Outbox
+) -> None:
+    pending = outbox.pending
+    while True:
+        try:
+            batch = await inbox.receive_batch()
+        except anyio.EndOfStream:
+            return
+        i = 0
+        try:
+            for msg in batch:
+                handle(msg)
+                if pending:
+                    await outbox.flush()
+                i += 1
+        except Exception as exc:
+            inbox.requeue_front(batch[i + 1 :])
+            inbox.done(i + 1)
+            log.error(
+                "actor crashed on message",
+                actor=actor,
+                message_type=type(batch[i]).__name__,
+                message=repr(batch[i])[:500],
+                exc_info=exc,
+            )
+            raise
+        except BaseException:
+            inbox.requeue_front(batch[i:])
+            inbox.done(i)
+            raise
         inbox.done(len(batch))

@@ -62,14 +62,14 @@ class RiskActor(InboxActor):
         self._open: dict[str, tuple[str, str, int]] = {}
         self._symbols_with_orders: dict[str, int] = {}
 
-    async def handle(self, msg: Message) -> None:
+    def handle(self, msg: Message) -> None:
         match msg:
             case BarsClosed():
-                await self._on_bars(msg)
+                self._on_bars(msg)
             case SignalScored():
-                await self._on_signal(msg)
+                self._on_signal(msg)
             case OrderFilled():
-                await self._on_fill(msg)
+                self._on_fill(msg)
             case OrderAccepted():
                 pass
             case OrderCanceled() | OrderRejected() | OrderExpired():
@@ -84,15 +84,15 @@ class RiskActor(InboxActor):
                 pos.cost_cents = value_cents(msg.qty, msg.avg_price)
                 self._ledger.last_price.setdefault(msg.symbol, msg.avg_price)
             case HaltTrading():
-                await self._set_state("HALTED", msg.reason, msg.ts_ns)
+                self._set_state("HALTED", msg.reason, msg.ts_ns)
             case ResumeTrading():
-                await self._set_state("ACTIVE", msg.reason, msg.ts_ns)
+                self._set_state("ACTIVE", msg.reason, msg.ts_ns)
             case _:
                 pass
 
     # --- marking -----------------------------------------------------------------
 
-    async def _on_bars(self, msg: BarsClosed) -> None:
+    def _on_bars(self, msg: BarsClosed) -> None:
         led = self._ledger
         last = led.last_price
         held = {s: p for s, p in led.positions.items() if p.qty}
@@ -114,7 +114,7 @@ class RiskActor(InboxActor):
             else:
                 equity_list.append(cash)
                 exposure_list.append(0)
-        await self._out.emit(
+        self._out.post(
             EquitySampled(
                 ts_ns=msg.ts_ns,
                 ts=tuple(ts_list),
@@ -125,7 +125,7 @@ class RiskActor(InboxActor):
 
     # --- sizing and checks -----------------------------------------------------------
 
-    async def _on_signal(self, msg: SignalScored) -> None:
+    def _on_signal(self, msg: SignalScored) -> None:
         sig = msg.signal
         if not msg.passed:
             return
@@ -141,41 +141,41 @@ class RiskActor(InboxActor):
         if target_cents == 0 and pos.qty == 0:
             return  # already flat: nothing to do, nothing to deny
         if sig.symbol in self._symbols_with_orders:
-            await self._deny(sig.ts_ns, sig.strategy, sig.symbol, side,
+            self._deny(sig.ts_ns, sig.strategy, sig.symbol, side,
                              "order_pending", "an order for this symbol is still open")
             return
         reduces = abs(target_cents) < abs(current_cents) and target_cents * current_cents >= 0
         if self._state == "HALTED" or (self._state == "REDUCING" and not reduces):
-            await self._deny(sig.ts_ns, sig.strategy, sig.symbol, side, "trading_state",
+            self._deny(sig.ts_ns, sig.strategy, sig.symbol, side, "trading_state",
                              f"trading state is {self._state}")
             return
         if target_cents == 0:
             close_side = "sell" if pos.qty > 0 else "buy"
-            await self._submit(sig.ts_ns, sig.strategy, sig.symbol, close_side, qty=abs(pos.qty))
+            self._submit(sig.ts_ns, sig.strategy, sig.symbol, close_side, qty=abs(pos.qty))
             return
         if delta > 0:
             delta = self._cap_position(delta, current_cents, price)
             if delta <= 0:
-                await self._deny(sig.ts_ns, sig.strategy, sig.symbol, "buy", "max_position",
+                self._deny(sig.ts_ns, sig.strategy, sig.symbol, "buy", "max_position",
                                  "position limit reached")
                 return
             if delta > self._buying_power():
                 delta = self._buying_power()
             if delta < to_cents(price):
-                await self._deny(sig.ts_ns, sig.strategy, sig.symbol, "buy",
+                self._deny(sig.ts_ns, sig.strategy, sig.symbol, "buy",
                                  "insufficient_buying_power",
                                  f"buying power {self._buying_power() / 100:.2f} buys no share")
                 return
             if pos.qty < 0:  # covering a short: in shares, the remainder as notional later
-                await self._submit(sig.ts_ns, sig.strategy, sig.symbol, "buy",
+                self._submit(sig.ts_ns, sig.strategy, sig.symbol, "buy",
                                    qty=float(math.floor(delta / 100 / price)))
             else:
-                await self._submit(sig.ts_ns, sig.strategy, sig.symbol, "buy", notional=delta)
+                self._submit(sig.ts_ns, sig.strategy, sig.symbol, "buy", notional=delta)
         elif delta < 0:
             shares = float(math.floor(-delta / 100 / price))
             if shares <= 0:
                 return
-            await self._submit(sig.ts_ns, sig.strategy, sig.symbol, "sell", qty=shares)
+            self._submit(sig.ts_ns, sig.strategy, sig.symbol, "sell", qty=shares)
 
     def _target_cents(self, weight: float, strength: float) -> int:
         cfg = self._cfg
@@ -201,7 +201,7 @@ class RiskActor(InboxActor):
         reserved = sum(c for _, side, c in self._open.values() if side == "buy")
         return max(self._ledger.cash_cents - reserved, 0)
 
-    async def _submit(
+    def _submit(
         self,
         ts_ns: int,
         strategy: str,
@@ -216,7 +216,7 @@ class RiskActor(InboxActor):
         spend = notional if notional is not None else value_cents(qty or 0.0, price)
         self._open[coid] = (symbol, side, spend if side == "buy" else 0)
         self._symbols_with_orders[symbol] = self._symbols_with_orders.get(symbol, 0) + 1
-        await self._out.emit(
+        self._out.post(
             SubmitOrder(
                 ts_ns=ts_ns,
                 client_order_id=coid,
@@ -229,10 +229,10 @@ class RiskActor(InboxActor):
             )
         )
 
-    async def _deny(
+    def _deny(
         self, ts_ns: int, strategy: str, symbol: str, side: str, code: str, reason: str
     ) -> None:
-        await self._out.emit(
+        self._out.post(
             OrderDenied(
                 ts_ns=ts_ns,
                 client_order_id=client_order_id(strategy, symbol, ts_ns, side),
@@ -244,7 +244,7 @@ class RiskActor(InboxActor):
 
     # --- fills -------------------------------------------------------------------
 
-    async def _on_fill(self, msg: OrderFilled) -> None:
+    def _on_fill(self, msg: OrderFilled) -> None:
         pos = self._ledger.apply_fill(
             msg.symbol, msg.side, msg.qty, msg.price, msg.commission_cents
         )
@@ -253,7 +253,7 @@ class RiskActor(InboxActor):
         elif msg.client_order_id in self._open and msg.side == "buy":
             sym, side, spend = self._open[msg.client_order_id]
             self._open[msg.client_order_id] = (sym, side, spend - value_cents(msg.qty, msg.price))
-        await self._out.emit(
+        self._out.post(
             PositionChanged(
                 ts_ns=msg.ts_ns,
                 symbol=msg.symbol,
@@ -263,7 +263,7 @@ class RiskActor(InboxActor):
             )
         )
         led = self._ledger
-        await self._out.emit(
+        self._out.post(
             AccountUpdated(
                 ts_ns=msg.ts_ns,
                 cash_cents=led.cash_cents,
@@ -286,10 +286,10 @@ class RiskActor(InboxActor):
         else:
             self._symbols_with_orders.pop(symbol, None)
 
-    async def _set_state(self, state: TradingState, reason: str, ts_ns: int) -> None:
+    def _set_state(self, state: TradingState, reason: str, ts_ns: int) -> None:
         if state == self._state:
             return
         previous, self._state = self._state, state
-        await self._out.emit(
+        self._out.post(
             RiskStateChanged(ts_ns=ts_ns, state=state, previous=previous, reason=reason)
         )

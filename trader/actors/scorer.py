@@ -16,6 +16,6 @@ class ScorerActor(InboxActor):
 
     name = "scorer"
 
-    async def handle(self, msg: Message) -> None:
+    def handle(self, msg: Message) -> None:
         if isinstance(msg, SignalEmitted):
-            await self._out.emit(SignalScored(ts_ns=msg.ts_ns, signal=msg))
+            self._out.post(SignalScored(ts_ns=msg.ts_ns, signal=msg))

@@ -40,13 +40,13 @@ class StrategyActor(InboxActor):
         self._strategy = strategy
         self._instance = instance
 
-    async def handle(self, msg: Message) -> None:
+    def handle(self, msg: Message) -> None:
         if isinstance(msg, BarsClosed):
-            await self._on_bars(msg)
+            self._on_bars(msg)
         elif isinstance(msg, PositionChanged):
             self._strategy.on_position(msg.symbol, msg.qty)
 
-    async def _on_bars(self, msg: BarsClosed) -> None:
+    def _on_bars(self, msg: BarsClosed) -> None:
         on_bar = self._strategy.on_bar
         bars = msg.bars
         signals: list[SignalEmitted] = []
@@ -71,8 +71,8 @@ class StrategyActor(InboxActor):
         seen = msg if consumed == len(bars) else BarsClosed(
             ts_ns=bars[consumed - 1].ts_ns, bars=bars[:consumed]
         )
-        await self._out.emit(seen)
+        self._out.post(seen)
         for signal in signals:
-            await self._out.emit(signal)
+            self._out.post(signal)
         if consumed < len(bars):
-            await self._out.emit(BatchCut(ts_ns=seen.ts_ns))
+            self._out.post(BatchCut(ts_ns=seen.ts_ns))

@@ -110,16 +110,29 @@ def notional_shares(config: BrokerConfig, notional_cents: int, price: float) -> 
     if notional_cents <= 0:
         return 0.0
     c = config.commission
-    # First guess with the commission rate folded into the price, then step
-    # down (once or twice at most) until value + commission fits.
+    # First guess with the commission rate folded into the price; if that does
+    # not fit, bisect for the largest quantity below it that does (value and
+    # commission only grow with quantity). Stepping down one increment at a
+    # time took ~1e8 steps when a minimum commission dominates a fractional
+    # order (1e-9 shares per step).
     per_share = price * c.bps / 10_000 if c.model == "bps" else c.per_share_usd
     qty = floor_shares(notional_cents, price + per_share, fractional=config.fractional)
-    step = 1e-9 if config.fractional else 1.0
-    while qty > 0 and value_cents(qty, price) + commission_cents(config, qty, price) > (
-        notional_cents
-    ):
-        qty = _down(qty - step, config.fractional)
-    return max(qty, 0.0)
+    scale = 1e9 if config.fractional else 1.0
+
+    def fits(units: int) -> bool:
+        q = units / scale
+        return value_cents(q, price) + commission_cents(config, q, price) <= notional_cents
+
+    lo, hi = 0, round(qty * scale)
+    if hi <= 0 or fits(hi):
+        return max(qty, 0.0)
+    while hi - lo > 1:  # fits(lo) (no shares at all) and not fits(hi)
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo / scale
 
 
 def participation_cap(config: BrokerConfig, qty: float, bar_volume: float) -> float:
@@ -128,10 +141,6 @@ def participation_cap(config: BrokerConfig, qty: float, bar_volume: float) -> fl
         return qty
     cap = bar_volume * config.max_participation
     return min(qty, cap if config.fractional else float(math.floor(cap)))
-
-
-def _down(qty: float, fractional: bool) -> float:
-    return math.floor(qty * 1e9) / 1e9 if fractional else float(math.floor(qty))
 
 
 def tick(price: float) -> float:

@@ -305,22 +305,16 @@ def _tokenise_fast(body: bytes, first_line: int, columns: dict[str, int], ncols:
     ]
     if too_long.any():
         bad_lines += [int(x) for x in line_numbers[too_long]]
-        bad_reasons += [f"field_too_long: a field exceeds {_MAX_FIELD} bytes"] * int(
-            too_long.sum()
-        )
+        bad_reasons += [f"field_too_long: a field exceeds {_MAX_FIELD} bytes"] * int(too_long.sum())
         keep = ~too_long
         line_numbers = line_numbers[keep]
         field_starts = field_starts[keep]
         lengths = lengths[keep]
-    fields = {
-        name: _gather(buf, field_starts[:, j], lengths[:, j]) for name, j in columns.items()
-    }
+    fields = {name: _gather(buf, field_starts[:, j], lengths[:, j]) for name, j in columns.items()}
     return _Tokens(line_numbers, fields, bad_lines, bad_reasons)
 
 
-def _tokenise_quoted(
-    body: bytes, first_line: int, columns: dict[str, int], ncols: int
-) -> _Tokens:
+def _tokenise_quoted(body: bytes, first_line: int, columns: dict[str, int], ncols: int) -> _Tokens:
     """Split a body that uses CSV quoting, with the :mod:`csv` module."""
     text = body.decode("utf-8", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -389,37 +383,47 @@ def _decode(raw: bytes) -> str:
 
 
 def _parse_floats(raw: Raw) -> tuple[F64, Bools]:
-    """Convert raw fields to float64; return values and an unparseable mask."""
-    try:
-        return raw.astype(np.float64), np.zeros(len(raw), dtype=np.bool_)
-    except ValueError:
-        pass
-    # Some field is not a number: convert one by one to find which.
-    values = np.empty(len(raw), dtype=np.float64)
+    """Convert raw fields to float64; empty fields become NaN.
+
+    Returns:
+        The values and the mask of non-empty fields that are not numbers.
+    """
+    values = np.full(len(raw), np.nan)
     bad = np.zeros(len(raw), dtype=np.bool_)
-    for i, item in enumerate(raw.tolist()):
-        try:
-            values[i] = float(item)
-        except ValueError:
-            values[i] = np.nan
-            bad[i] = True
+    filled = np.flatnonzero(raw != b"")
+    try:
+        if len(filled) == len(raw):
+            return raw.astype(np.float64), bad  # the usual case: skip the copies
+        values[filled] = raw[filled].astype(np.float64)
+    except ValueError:
+        # Some field is not a number: convert one by one to find which.
+        for i, item in zip(filled.tolist(), raw[filled].tolist(), strict=True):
+            try:
+                values[i] = float(item)
+            except ValueError:
+                bad[i] = True
     return values, bad
 
 
 def _parse_ints(raw: Raw) -> tuple[I64, Bools]:
-    """Convert raw fields to int64; return values and an unparseable mask."""
-    try:
-        return raw.astype(np.int64), np.zeros(len(raw), dtype=np.bool_)
-    except (ValueError, OverflowError):
-        pass
-    values = np.empty(len(raw), dtype=np.int64)
+    """Convert raw fields to int64; empty fields become -1.
+
+    Returns:
+        The values and the mask of non-empty fields that are not integers.
+    """
+    values = np.full(len(raw), -1, dtype=np.int64)
     bad = np.zeros(len(raw), dtype=np.bool_)
-    for i, item in enumerate(raw.tolist()):
-        try:
-            values[i] = int(item)
-        except (ValueError, OverflowError):
-            values[i] = -1
-            bad[i] = True
+    filled = np.flatnonzero(raw != b"")
+    try:
+        if len(filled) == len(raw):
+            return raw.astype(np.int64), bad
+        values[filled] = raw[filled].astype(np.int64)
+    except (ValueError, OverflowError):
+        for i, item in zip(filled.tolist(), raw[filled].tolist(), strict=True):
+            try:
+                values[i] = int(item)
+            except (ValueError, OverflowError):
+                bad[i] = True
     return values, bad
 
 
@@ -494,7 +498,8 @@ def _fast_rfc3339_mask(raw: Raw) -> Bools:
     if width >= 25:
         plus0 = np.frombuffer(b"+00:00", dtype=np.uint8)
         zulu |= (lengths == 25) & (u[:, 19:25] == plus0).all(axis=1)
-    return ok & zulu
+    result: Bools = ok & zulu
+    return result
 
 
 def _parse_timestamps(raw: Raw) -> tuple[I64, npt.NDArray[np.int8]]:
@@ -564,7 +569,8 @@ class _Checks:
 
     def ok(self) -> Bools:
         """Return the mask of rows that passed every check so far."""
-        return self.failed == 0
+        passed: Bools = self.failed == 0
+        return passed
 
     def reason(self, i: int) -> str:
         """Explain why row ``i`` failed."""
@@ -611,9 +617,7 @@ def _check_symbols(raw: Raw, checks: _Checks) -> tuple[list[str], I64]:
     return names, codes
 
 
-def _check_number(
-    name: str, raw: Raw, checks: _Checks, *, optional: bool
-) -> tuple[F64, Bools]:
+def _check_number(name: str, raw: Raw, checks: _Checks, *, optional: bool) -> tuple[F64, Bools]:
     """Parse a float column and flag empty, unparseable and non-finite fields.
 
     Returns:
@@ -621,12 +625,8 @@ def _check_number(
     """
     values, unparseable = _parse_floats(raw)
     empty = raw == b""
-    if optional:
-        values[empty] = np.nan
-        unparseable &= ~empty
-        bad = unparseable | (~empty & ~np.isfinite(values))
-    else:
-        bad = unparseable | empty | ~np.isfinite(values)
+    not_finite = ~empty & ~unparseable & ~np.isfinite(values)
+    bad = unparseable | not_finite if optional else unparseable | not_finite | empty
 
     def explain(i: int) -> str:
         if raw[i] == b"":
@@ -654,10 +654,8 @@ def _convert(tokens: _Tokens, checks: _Checks) -> _Parsed:
     if "trades" in f:
         raw_trades = f["trades"]
         trades, unparseable = _parse_ints(raw_trades)
-        empty = raw_trades == b""
-        trades[empty] = -1
         checks.add(
-            (unparseable & ~empty) | (~empty & (trades < 0)),
+            unparseable | ((raw_trades != b"") & (trades < 0)),
             "bad_number",
             lambda i: f"trades {_decode(raw_trades[i])!r} is not a count",
         )
@@ -800,6 +798,16 @@ def _parse(
 # --------------------------------------------------------------------------
 # Binary cache.
 
+# What a damaged or foreign cache file can raise while being read.
+_CACHE_ERRORS: Final = (
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    EOFError,
+    zipfile.BadZipFile,
+)
 _ARRAYS: Final = ("ts_ns", "open", "high", "low", "close", "volume", "vwap", "trades")
 
 
@@ -842,6 +850,7 @@ def _write_cache(
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, allow_pickle=False, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; caches are shareable
         os.replace(tmp, target)
     except OSError as exc:
         log.warning("cannot write bar cache %s: %s", target, exc)
@@ -853,10 +862,15 @@ def _read_cache(target: Path) -> tuple[dict[str, BarTable], int, dict[str, int]]
     if not target.is_file():
         return None
     try:
-        with np.load(target, allow_pickle=False) as npz:
-            meta = json.loads(npz["meta"].tobytes().decode())
-            offsets = npz["offsets"]
-            arrays = {name: npz[name] for name in _ARRAYS}
+        # Open the file ourselves: np.load leaks its handle when the zip is bad.
+        with target.open("rb") as fh:
+            npz = np.load(fh, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with npz:
+                meta = json.loads(npz["meta"].tobytes().decode())
+                offsets = npz["offsets"]
+                arrays = {name: npz[name] for name in _ARRAYS}
         symbols: list[str] = [str(s) for s in meta["symbols"]]
         skipped = int(meta["skipped"])
         counts = {str(k): int(v) for k, v in dict(meta["counts"]).items()}
@@ -870,7 +884,7 @@ def _read_cache(target: Path) -> tuple[dict[str, BarTable], int, dict[str, int]]
             )
             for k, sym in enumerate(symbols)
         }
-    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except _CACHE_ERRORS as exc:
         log.warning("ignoring unreadable bar cache %s: %s", target, exc)
         return None
     return tables, skipped, counts

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import itertools
 import math
 import sys
 from collections import defaultdict
@@ -139,7 +140,7 @@ def detect_splits(symbol: str, bars: Sequence[_Bar]) -> list[Split]:
         The splits, in date order.
     """
     found: list[Split] = []
-    for prev, cur in zip(bars, bars[1:], strict=False):
+    for prev, cur in itertools.pairwise(bars):
         close_ratio = prev.close / cur.close
         adj_ratio = prev.adj_close / cur.adj_close
         ratio = _split_ratio(close_ratio, adj_ratio)

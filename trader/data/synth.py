@@ -12,19 +12,20 @@ this generator.  What it models:
   close and lowest around midday.
 * Overnight gaps at every session open (market and idiosyncratic), with a
   rare large news gap, and rare intraday jumps.
-* Rare missing minutes (no trades), more frequent for less liquid symbols.
+* Rare missing minutes (no trade) in thinly traded symbols.
 * Prices on a one-cent grid with ``low <= open, close <= high`` and
   ``low <= vwap <= high``; integer volumes and trade counts.
 
-Everything is vectorised over symbols x minutes and driven by one
-``numpy.random.Generator(PCG64(seed))`` in a fixed draw order, so a seed
-always gives the same bars, and the minute path underneath is the same for
-every ``freq``.
+The seed is split with ``numpy.random.SeedSequence.spawn`` into one PCG64
+stream for the market factor and one per symbol, each used in a fixed draw
+order and vectorised over all of a symbol's minutes.  So a seed always gives
+the same bars, a symbol's bars do not depend on how many symbols come after
+it, and the minute path underneath is the same for every ``freq``.
 
-Bars are stamped with their close time.  ``"5min"`` bars close every five
-minutes from 09:35; ``"1h"`` bars are aligned to clock hours (the first one
-covers 09:30-10:00 and closes at 10:00, the last closes at the session
-close); ``"1d"`` is one bar per session, stamped at the session close.
+Bars are stamped with their close time and aligned to the clock: ``"5min"``
+bars close at 09:35, 09:40, ...; ``"1h"`` bars at 10:00 (covering
+09:30-10:00), 11:00, ..., and the session close; ``"1d"`` is one bar per
+session, stamped at the session close.
 """
 
 from __future__ import annotations
@@ -51,16 +52,8 @@ _MINUTES_PER_YEAR: Final = 252 * 390
 _SIGMA_MARKET: Final = 0.16  # annualised volatility of the market factor
 _NIGHT: Final = 0.35 * np.sqrt(1.0 / 252.0)  # overnight move, in annualised-vol units
 
-# freq -> (bucket length in minutes, offset of the session open inside a
-# bucket); None means one bucket per session.
-FREQS: Final[dict[str, tuple[int, int] | None]] = {
-    "1min": (1, 0),
-    "5min": (5, 0),
-    # 09:30 is half an hour into a clock hour: hourly bars end on the hour.
-    "1h": (60, 30),
-    "60min": (60, 30),
-    "1d": None,
-}
+# freq -> bar length in minutes; None means one bar per session.
+FREQS: Final[dict[str, int | None]] = {"1min": 1, "5min": 5, "1h": 60, "60min": 60, "1d": None}
 
 
 def _symbol_names(symbols: int | Sequence[str]) -> list[str]:
@@ -88,8 +81,11 @@ def _first_sessions(start: dt.date, days: int) -> list[calendar.Session]:
 
 def _smile(x: F64) -> F64:
     """Intraday activity shape over session fraction ``x``, mean about 1."""
-    shape = 0.55 + 2.2 * (2.0 * x - 1.0) ** 2 + 1.5 * np.exp(-x / 0.01) + 0.8 * np.exp(
-        -(1.0 - x) / 0.01
+    shape = (
+        0.55
+        + 2.2 * (2.0 * x - 1.0) ** 2
+        + 1.5 * np.exp(-x / 0.01)
+        + 0.8 * np.exp(-(1.0 - x) / 0.01)
     )
     return shape / 1.35
 
@@ -118,23 +114,33 @@ def _grid(sessions: Sequence[calendar.Session], freq: str) -> _Grid:
     minute = np.arange(total) - first[session_of]  # minute index inside its session
     close_ts = opens[session_of] + (minute + 1) * _MINUTE_NS
     smile = _smile((minute + 0.5) / lengths[session_of])
-    spec = FREQS[freq]
-    if spec is None:
+    size = FREQS[freq]
+    if size is None:
         key = session_of.astype(np.int64)
         bar_close = np.array([s.close_ns for s in sessions], dtype=np.int64)
     else:
-        size, offset = spec
+        # Minutes the open lies past a bar boundary on the New York clock
+        # (30 for hourly bars from 09:30), so bars end on round times.
+        offset = np.array([_clock_minute(s.open_ns) % size for s in sessions], dtype=np.int64)
         per_session = (lengths - 1 + offset) // size + 1
         bar_first = np.concatenate(([0], np.cumsum(per_session)[:-1]))
-        key = bar_first[session_of] + (minute + offset) // size
+        key = bar_first[session_of] + (minute + offset[session_of]) // size
         b_session = np.repeat(np.arange(days), per_session)
         b_index = np.arange(int(per_session.sum())) - bar_first[b_session]
-        end_minute = np.minimum((b_index + 1) * size - offset, lengths[b_session])
+        end_minute = np.minimum((b_index + 1) * size - offset[b_session], lengths[b_session])
         bar_close = opens[b_session] + end_minute * _MINUTE_NS
-    return _Grid(days, first, close_ts, smile, key, bar_close, spec == (1, 0))
+    return _Grid(days, first, close_ts, smile, key, bar_close, size == 1)
 
 
-def _one_symbol(name: str, rng: np.random.Generator, grid: _Grid, market: F64, gap_market: F64) -> BarTable:
+def _clock_minute(ts_ns: int) -> int:
+    """Return the New York minute of the day of UTC instant ``ts_ns``."""
+    local = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, calendar.NEW_YORK)
+    return local.hour * 60 + local.minute
+
+
+def _one_symbol(
+    name: str, rng: np.random.Generator, grid: _Grid, market: F64, gap_market: F64
+) -> BarTable:
     """Generate one symbol's bars from its own random stream."""
     total, days = len(grid.close_ts), grid.days
     vol_shape = np.sqrt(grid.smile)
@@ -176,7 +182,8 @@ def _one_symbol(name: str, rng: np.random.Generator, grid: _Grid, market: F64, g
 
     # Volume follows the smile, the symbol's level and how much the bar moved.
     volume = np.round(
-        daily_volume / 390.0
+        daily_volume
+        / 390.0
         * grid.smile
         * (0.6 + 0.4 * np.abs(ret) / minute_sigma)
         * rng.lognormal(0.0, 0.5, total)
@@ -264,8 +271,9 @@ def synth_bars(
 
 def _format_ts(ts_ns: I64) -> list[str]:
     """Format UTC nanoseconds as RFC 3339 with ``Z``, seconds unless finer is needed."""
-    unit = "s" if not (ts_ns % 1_000_000_000).any() else "ns"
-    text = np.datetime_as_string(ts_ns.astype("datetime64[ns]"), unit=unit)
+    stamps: npt.NDArray[np.datetime64] = ts_ns.astype("datetime64[ns]")
+    whole_seconds = not (ts_ns % 1_000_000_000).any()
+    text = np.datetime_as_string(stamps, unit="s" if whole_seconds else "ns")
     return [f"{t}Z" for t in text.tolist()]
 
 

@@ -44,7 +44,7 @@ def resolve(name: str) -> type[Strategy]:
     return cls  # type: ignore[no-any-return]
 
 
-def build(name: str, params: dict[str, Any], *, source: str = "<config>") -> Strategy:
+def build(name: str, params: dict[str, Any]) -> Strategy:
     """Instantiate a strategy with validated parameters.
 
     Raises:
@@ -57,5 +57,5 @@ def build(name: str, params: dict[str, Any], *, source: str = "<config>") -> Str
         text = str(exc)
         message, sep, where = text.rpartition(" - at ")
         field = where.strip("`").replace("$", "$.strategy.params", 1) if sep else "$.strategy.params"
-        raise ConfigError(f"{source}: {field}: {message if sep else text}") from None
+        raise ConfigError(f"{field}: {message if sep else text}") from None
     return cls(p)
