@@ -43,7 +43,17 @@ log = structlog.get_logger("trader.replay")
 class MergedBars:
     """Every bar of a universe, merged into (ts, symbol) order, as columns."""
 
-    def __init__(self, tables: Mapping[str, BarTable], start_ns: int = 0, end_ns: int = 0) -> None:
+    def __init__(
+        self,
+        tables: Mapping[str, BarTable],
+        start_ns: int = 0,
+        end_ns: int = 0,
+        *,
+        block_size: int = 16384,
+    ) -> None:
+        self._block_size = block_size
+        self._block_start = 0
+        self._block: tuple[BarClosed, ...] = ()
         symbols = sorted(tables)
         self.symbols = symbols
         parts = [tables[s] for s in symbols]
@@ -84,6 +94,20 @@ class MergedBars:
         return j
 
     def bars(self, i: int, j: int) -> tuple[BarClosed, ...]:
+        """Bars ``i`` to ``j`` as messages.
+
+        Built a block at a time and kept: after a cut the feed asks again for
+        bars it already built, and building them twice would cost more than
+        everything else the replay does.
+        """
+        bs, block = self._block_start, self._block
+        if bs <= i and j <= bs + len(block):
+            return block[i - bs : j - bs]
+        end = min(max(j, i + self._block_size), len(self.ts))
+        self._block_start, self._block = i, self._build(i, end)
+        return self._block[: j - i]
+
+    def _build(self, i: int, j: int) -> tuple[BarClosed, ...]:
         ts = self.ts[i:j].tolist()
         sym = self.sym[i:j].tolist()
         o, h, lo, c, v, vw, n = (col.tolist() for col in self.cols[:, i:j])

@@ -262,6 +262,10 @@ class Supervisor:
         await anyio.sleep(delay * (0.5 + self._rng.random() / 2))
         for j in range(index, last):
             child = self._children[j]
+            if j != index and child.spec.restart == "temporary":
+                # OTP: a temporary child is never restarted, not even when a
+                # sibling's restart stopped it.
+                continue
             self.restart_counts[child.spec.name] += 1
             if self.on_restart is not None:
                 self.on_restart(child.spec.name)

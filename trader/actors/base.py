@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 import structlog
@@ -186,7 +186,7 @@ class InboxActor:
 
 async def consume(
     inbox: Channel[Message],
-    handle: Callable[[Message], Awaitable[None]] | Callable[[Message], None],
+    handle: Callable[[Message], Awaitable[None] | None],
     actor: str,
     outbox: Outbox | None = None,
 ) -> None:
@@ -198,8 +198,9 @@ async def consume(
     """
     if not inspect.iscoroutinefunction(handle):
         assert outbox is not None, "a synchronous handler posts to an outbox"
-        await _consume_sync(inbox, handle, actor, outbox)  # type: ignore[arg-type]
+        await _consume_sync(inbox, cast(Callable[[Message], None], handle), actor, outbox)
         return
+    handle_async = cast(Callable[[Message], Awaitable[None]], handle)
     while True:
         try:
             batch = await inbox.receive_batch()
@@ -208,7 +209,7 @@ async def consume(
         i = 0
         try:
             for msg in batch:
-                await handle(msg)
+                await handle_async(msg)
                 i += 1
         except Exception as exc:
             # The message it crashed on is reported and dropped (a poison

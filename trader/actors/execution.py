@@ -7,8 +7,9 @@ the strategy rebuild from the broker's truth, not from memory.
 
 Commands in (``SubmitOrder``, ``CancelOrder``); order events out, from the
 broker's update stream. Fills and terminal order events are journaled
-*durably* (committed to SQLite) before they are passed on, so nothing the
-broker acknowledged can be lost by a crash after we acted on it.
+*durably* (committed to SQLite) before they are passed on when the broker
+outlives us (``Broker.durable_updates``), so nothing the broker acknowledged
+can be lost by a crash after we acted on it.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class ExecutionActor:
                     reason=exc.reason,
                     code=exc.code,
                 ),
-                durable=True,
+                durable=self._broker.durable_updates,
             )
 
     async def _on_update(self, msg: Message) -> None:
@@ -173,7 +174,9 @@ class ExecutionActor:
         tracked.broker_order_id = msg.broker_order_id or tracked.broker_order_id
         if isinstance(msg, OrderFilled):
             tracked.filled_qty = msg.cum_qty
-        durable = isinstance(msg, OrderFilled) or new_phase in TERMINAL
+        durable = self._broker.durable_updates and (
+            isinstance(msg, OrderFilled) or new_phase in TERMINAL
+        )
         await self._out.emit(msg, durable=durable)
         if new_phase in TERMINAL:
             # Keep only what is live: a finished order cannot change again,

@@ -51,9 +51,17 @@ class OrderState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Broker(Protocol):
-    """The port. ``updates`` carries order events as graph messages."""
+    """The port. ``updates`` carries order events as graph messages.
+
+    ``durable_updates`` says whether the broker outlives this process. If it
+    does (Alpaca, the sandbox), a fill must be committed to the journal
+    before anyone acts on it, or a crash could lose what the broker already
+    executed. The in-process simulated broker dies with the process, so its
+    fills need only be journaled in order, not waited for.
+    """
 
     updates: Channel[Message]
+    durable_updates: bool
 
     async def connect(self) -> None:
         """Open connections; return once order updates are being listened to."""

@@ -30,6 +30,7 @@ slippage: that is the broker boundary of the money rule.
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from trader.config import BrokerConfig
 from trader.messages import BarClosed, OrderType, Side
@@ -100,7 +101,10 @@ def commission_cents(config: BrokerConfig, qty: float, price: float) -> int:
     c = config.commission
     if c.model == "bps":
         return to_cents(value_cents(qty, price) / 100 * c.bps / 10_000) if c.bps else 0
-    fee = to_cents(qty * c.per_share_usd)
+    # The exact decimal product, rounded once: in float, 41 x 0.005 is
+    # 0.20500000000000002, which would round a half cent up, not to even.
+    exact = Decimal(repr(qty)) * Decimal(repr(c.per_share_usd)) * 100
+    fee = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     return max(fee, to_cents(c.minimum_usd))
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from trader import calendar
+from trader.brokers.base import AccountState, OrderState, PositionState
 from trader.brokers.fills import (
     commission_cents,
     match,
@@ -28,7 +29,6 @@ from trader.brokers.fills import (
     participation_cap,
     tick,
 )
-from trader.brokers.base import AccountState, OrderState, PositionState
 from trader.brokers.ledger import Ledger
 from trader.channels import Channel
 from trader.clock import Clock
@@ -343,7 +343,7 @@ def report_to_message(report: ExecReport) -> Message:
     """Translate an exchange report into the graph's order event message."""
     o = report.order
     coid = ClientOrderId(o.client_order_id)
-    common = {"ts_ns": report.ts_ns, "client_order_id": coid, "symbol": o.symbol}
+    common: dict[str, Any] = {"ts_ns": report.ts_ns, "client_order_id": coid, "symbol": o.symbol}
     if report.event == "new":
         return OrderAccepted(
             **common,
@@ -357,7 +357,8 @@ def report_to_message(report: ExecReport) -> Message:
             time_in_force=o.time_in_force,
         )
     if report.event in ("fill", "partial_fill"):
-        assert report.qty is not None and report.price is not None
+        assert report.qty is not None
+        assert report.price is not None
         assert report.execution_id is not None
         return OrderFilled(
             **common,
@@ -387,6 +388,8 @@ class SimulatedBroker:
     exactly as a live market trades before the bar closes; the fills land on
     ``updates`` (a tracked channel, so quiescence waits for them).
     """
+
+    durable_updates = False  # in-process: it cannot outlive a crash of ours
 
     def __init__(self, exchange: Exchange, updates: Channel[Message], clock: Clock) -> None:
         self.exchange = exchange

@@ -1,0 +1,1 @@
+"""Tests of trader.sandbox (a package like tests/, so helpers import as tests.sandbox.*)."""
