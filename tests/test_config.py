@@ -59,7 +59,8 @@ def test_a_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     missing = tmp_path / "nope.toml"
     assert main(["replay", "--config", str(missing)]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert str(missing) in err and "not found" in err
+    assert str(missing) in err
+    assert "not found" in err
 
 
 def test_set_overrides_are_validated_like_the_file(
@@ -85,7 +86,7 @@ def test_set_overrides_any_field_by_dotted_path(tmp_path: Path) -> None:
 
 def test_a_malformed_set_is_a_config_error() -> None:
     """--set without '=' says what it expected."""
-    with pytest.raises(ConfigError, match="dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"dotted\.key=value"):
         parse_override("strategy.params.fast")
     with pytest.raises(ConfigError, match="not a table"):
         apply_overrides({"run": {"db": "x"}}, ["run.db.path=1"])

@@ -55,7 +55,7 @@ def test_sigterm_drains_the_graph_and_exits_0_without_warnings(tmp_path: Path) -
         before = _wait_for_line(proc, '"graph ready"')
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        _, err = proc.communicate(timeout=15)
         elapsed = time.monotonic() - start
     finally:
         proc.kill()

@@ -229,7 +229,7 @@ def _progress_bar() -> Any:
 
 def _print_results(
     db_path: str, run_id: str | None, args: argparse.Namespace, *, bars: int = 0,
-    html: str | None | bool = None,
+    html: str | bool | None = None,
 ) -> int:
     from trader import results
 

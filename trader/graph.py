@@ -278,7 +278,8 @@ class Graph:
                 await sup.stop_child(name)
 
     def channel_stats(self) -> list[ChannelStats]:
-        return [c.statistics() for c in (*self.inboxes.values(), self.journal)]
+        stats = [c.statistics() for c in self.inboxes.values()]
+        return [*stats, self.journal.statistics()]
 
 
 def build_graph(

@@ -301,4 +301,5 @@ def decode(data: bytes) -> AnyMessage:
     Raises:
         msgspec.DecodeError: the bytes are not a message of this schema.
     """
-    return _decoder.decode(data)
+    msg: AnyMessage = _decoder.decode(data)
+    return msg

@@ -12,7 +12,8 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, time as dtime, timezone
+from datetime import UTC, date, datetime
+from datetime import time as dtime
 from pathlib import Path
 
 import anyio
@@ -57,9 +58,9 @@ def _date_bound_ns(text: str, *, end: bool, field: str) -> int:
         except ValueError:
             raise ConfigError(f"{field}: not an ISO date or timestamp: {text!r}") from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
-    bound = datetime.combine(d, dtime.max if end else dtime.min, tzinfo=timezone.utc)
+    bound = datetime.combine(d, dtime.max if end else dtime.min, tzinfo=UTC)
     if end:
         # The end date includes that whole New York trading day.
         session = calendar.session_for(d)

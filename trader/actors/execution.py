@@ -38,7 +38,7 @@ from trader.messages import (
     ReconciliationDone,
     SubmitOrder,
 )
-from trader.orders import TERMINAL, TrackedOrder, can_move
+from trader.orders import TERMINAL, OrderPhase, TrackedOrder, can_move
 
 log = structlog.get_logger("trader.execution")
 
@@ -184,7 +184,7 @@ class ExecutionActor:
             del self._orders[msg.client_order_id]
 
 
-def _phase_of(msg: OrderEvent) -> str:
+def _phase_of(msg: OrderEvent) -> OrderPhase:
     match msg:
         case OrderAccepted():
             return "new"

@@ -18,10 +18,10 @@ from trader.strategies.base import Strategy
 from trader.strategies.breakout import Breakout
 from trader.strategies.sma_cross import SmaCross
 
-BUILTIN: dict[str, type[Strategy]] = {"sma_cross": SmaCross, "breakout": Breakout}
+BUILTIN: dict[str, type[Any]] = {"sma_cross": SmaCross, "breakout": Breakout}
 
 
-def resolve(name: str) -> type[Strategy]:
+def resolve(name: str) -> type[Any]:
     """Find a strategy class by builtin name or ``module:Class`` path.
 
     Raises:
@@ -41,7 +41,7 @@ def resolve(name: str) -> type[Strategy]:
         raise ConfigError(f"$.strategy.name: cannot import {name!r}: {exc}") from None
     if not isinstance(cls, type):
         raise ConfigError(f"$.strategy.name: {name!r} is not a class")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def build(name: str, params: dict[str, Any]) -> Strategy:
@@ -56,6 +56,9 @@ def build(name: str, params: dict[str, Any]) -> Strategy:
     except msgspec.ValidationError as exc:
         text = str(exc)
         message, sep, where = text.rpartition(" - at ")
-        field = where.strip("`").replace("$", "$.strategy.params", 1) if sep else "$.strategy.params"
+        field = "$.strategy.params"
+        if sep:
+            field = where.strip("`").replace("$", field, 1)
         raise ConfigError(f"{field}: {message if sep else text}") from None
-    return cls(p)
+    strategy: Strategy = cls(p)
+    return strategy

@@ -8,7 +8,7 @@ from collections import deque
 class RollingMean:
     """Simple moving average over the last ``n`` values."""
 
-    __slots__ = ("_buf", "_n", "_sum", "_since_resum")
+    __slots__ = ("_buf", "_n", "_since_resum", "_sum")
 
     def __init__(self, n: int) -> None:
         self._n = n
