@@ -23,6 +23,7 @@ from trader.messages import (
     CancelOrder,
     ClientOrderId,
     EquitySampled,
+    FeedStatusChanged,
     FlattenAll,
     HaltTrading,
     OrderAccepted,
@@ -49,7 +50,7 @@ BAR = BarClosed(ts_ns=T0, symbol="AAPL", open=185.5, high=188.44, low=183.89, cl
 SIGNAL = SignalEmitted(ts_ns=T0, strategy="sma-daily", symbol="AAPL", target_weight=1.0,
                        strength=0.75, price=185.64)
 
-SAMPLE: list[AnyMessage] = [
+SAMPLE_V1: list[AnyMessage] = [
     BAR,
     BarsClosed(ts_ns=T0, bars=(BAR,)),
     BatchCut(ts_ns=T0),
@@ -82,12 +83,19 @@ SAMPLE: list[AnyMessage] = [
     FlattenAll(ts_ns=T0, reason="operator"),
     ReconciliationDone(ts_ns=T0, differences=2),
 ]
+"""Exactly what journal_v1.msgpack holds. Never edit: it is the v1 schema."""
+
+SAMPLE: list[AnyMessage] = [
+    *SAMPLE_V1,
+    # Types added after v1 go here (they cannot be in the v1 file).
+    FeedStatusChanged(ts_ns=T0, status="stale", reason="no data for 120s", dropped_invalid=3),
+]
 
 
 def write(path: Path) -> None:
     """Write the sample as length-prefixed msgpack records."""
     with path.open("wb") as f:
-        for msg in SAMPLE:
+        for msg in SAMPLE_V1:
             body = encode(msg)
             f.write(len(body).to_bytes(4, "big"))
             f.write(body)

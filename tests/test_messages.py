@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.messages_sample import SAMPLE, read
+from tests.messages_sample import SAMPLE, SAMPLE_V1, read
 from trader import messages
 from trader.messages import AnyMessage, BarClosed, Message, decode, encode
 
@@ -32,7 +32,7 @@ def test_every_message_round_trips_through_the_journal_codec(msg: Message) -> No
 def test_a_checked_in_journal_of_schema_v1_still_decodes() -> None:
     """Journals written by earlier code stay readable (append-only schema evolution)."""
     records = read(SAMPLE_FILE)
-    assert [decode(r) for r in records] == SAMPLE
+    assert [decode(r) for r in records] == SAMPLE_V1
 
 
 def test_messages_are_immutable() -> None:

@@ -196,6 +196,73 @@ class SupervisorConfig(_Section, frozen=True, kw_only=True):
     period_s: PositiveFloat = 60.0
 
 
+class AlpacaConfig(_Section, frozen=True, kw_only=True):
+    """``[alpaca]``: where the live path connects. Keys never live here.
+
+    Attributes:
+        trading_url: REST base for trading (default Alpaca paper).
+        data_url: REST base for market data history (default Alpaca's).
+        data_stream_url: market-data websocket, full URL with the feed path.
+        trade_stream_url: trade-updates websocket (``.../stream``).
+        key_id_env, secret_env: environment variables holding the keys.
+        key_id_file, secret_file: files holding them (mode 600), if not in the env.
+        request_timeout_s: our own timeout per REST call (alpaca-py has none).
+        max_requests_per_minute: stay under Alpaca's 200/min (default 190).
+        update_timeout_s: poll an order by id if no update arrived in this time.
+    """
+
+    trading_url: str = "https://paper-api.alpaca.markets"
+    data_url: str = "https://data.alpaca.markets"
+    data_stream_url: str = "wss://stream.data.alpaca.markets/v2/iex"
+    trade_stream_url: str = "wss://paper-api.alpaca.markets/stream"
+    key_id_env: str = "APCA_API_KEY_ID"
+    secret_env: str = "APCA_API_SECRET_KEY"
+    key_id_file: str = ""
+    secret_file: str = ""
+    request_timeout_s: PositiveFloat = 10.0
+    max_requests_per_minute: Annotated[int, Meta(ge=1, le=200)] = 190
+    update_timeout_s: PositiveFloat = 5.0
+
+
+class LiveFeedConfig(_Section, frozen=True, kw_only=True):
+    """``[feed]``: the live market-data feed.
+
+    Attributes:
+        kind: ``replay`` (bars from ``[data]``, paced by ``replay.speed``) or
+            ``alpaca`` (the websocket feed).
+        symbols: the universe to subscribe to.
+        timeframe_s: bar length in seconds (default 60: minute bars).
+        stale_after_s: no data for this long while the market is open means
+            a reconnect and a stale event (default 120).
+        reconnect_initial_s, reconnect_max_s: exponential backoff bounds.
+    """
+
+    kind: Literal["replay", "alpaca"] = "replay"
+    symbols: tuple[str, ...] = ()
+    timeframe_s: PositiveInt = 60
+    stale_after_s: PositiveFloat = 120.0
+    reconnect_initial_s: PositiveFloat = 0.5
+    reconnect_max_s: PositiveFloat = 30.0
+
+
+class SandboxConfig(_Section, frozen=True, kw_only=True):
+    """``[sandbox]``: run the bundled Alpaca-compatible sandbox in-process.
+
+    Attributes:
+        enabled: start it and point ``[alpaca]`` at it (default false).
+        data: bars it plays (default ``replay_data/1Day``).
+        speed: ``"max"`` or a multiple of real time (default 60).
+        start: ISO date or time to start the sandbox clock ("" = data start).
+        port: 0 picks a free port.
+    """
+
+    enabled: bool = False
+    data: str = "replay_data/1Day"
+    speed: float | Literal["max"] = 60.0
+    start: str = ""
+    port: Annotated[int, Meta(ge=0, le=65535)] = 0
+
+
 class Config(_Section, frozen=True, kw_only=True):
     """The whole file. Every section is optional and has safe defaults."""
 
@@ -207,6 +274,9 @@ class Config(_Section, frozen=True, kw_only=True):
     risk: RiskConfig = RiskConfig()
     channels: ChannelsConfig = ChannelsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    alpaca: AlpacaConfig = AlpacaConfig()
+    feed: LiveFeedConfig = LiveFeedConfig()
+    sandbox: SandboxConfig = SandboxConfig()
 
     @property
     def strategy_instance(self) -> str:

@@ -53,6 +53,7 @@ from trader.messages import (
     BatchCut,
     CancelOrder,
     EquitySampled,
+    FeedStatusChanged,
     FlattenAll,
     HaltTrading,
     Message,
@@ -83,7 +84,7 @@ _ORDER_EVENTS = (
 #: Who receives what. Keys are the emitting actor; an empty tuple means
 #: "journal only". Emitting a type not listed here is a wiring bug and raises.
 ROUTES: Mapping[str, Mapping[type[Message], tuple[str, ...]]] = {
-    "feed": {BarsClosed: ("strategy",)},
+    "feed": {BarsClosed: ("strategy",), FeedStatusChanged: ("risk",)},
     "strategy": {
         BarsClosed: ("risk",),
         SignalEmitted: ("scorer",),

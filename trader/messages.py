@@ -73,6 +73,14 @@ class BatchCut(Message, frozen=True, kw_only=True):
     """
 
 
+class FeedStatusChanged(Message, frozen=True, kw_only=True):
+    """The market-data feed connected, disconnected or went stale (no data while open)."""
+
+    status: Literal["connected", "disconnected", "stale"]
+    reason: str = ""
+    dropped_invalid: int = 0
+
+
 # --- strategy and scorer -------------------------------------------------------
 
 
@@ -282,6 +290,7 @@ AnyMessage: TypeAlias = (
     | ResumeTrading
     | FlattenAll
     | ReconciliationDone
+    | FeedStatusChanged
 )
 
 # One codec for the journal; msgpack is compact and msgspec decodes it straight

@@ -66,17 +66,15 @@ class ExecutionActor:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         broker = self._broker
-        await broker.connect()
-        try:
+        async with anyio.create_task_group() as tg:
+            # Listen first: an order sent before the update stream is up
+            # could fill unseen.
+            await tg.start(broker.stream)
             await self._reconcile()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(consume, broker.updates, self._on_update, self.name)
-                task_status.started()
-                await consume(self._inbox, self._on_command, self.name)
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await broker.close()
+            tg.start_soon(consume, broker.updates, self._on_update, self.name)
+            task_status.started()
+            await consume(self._inbox, self._on_command, self.name)
+            tg.cancel_scope.cancel()
 
     async def _reconcile(self) -> None:
         broker = self._broker

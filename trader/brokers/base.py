@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from trader.channels import Channel
 from trader.messages import Message, SubmitOrder
@@ -63,11 +65,13 @@ class Broker(Protocol):
     updates: Channel[Message]
     durable_updates: bool
 
-    async def connect(self) -> None:
-        """Open connections; return once order updates are being listened to."""
-        ...
+    async def stream(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the broker's order updates onto ``updates`` until cancelled.
 
-    async def close(self) -> None:
+        Calls ``task_status.started()`` once the update stream is listening:
+        the execution actor sends no order before that. Reconnects by itself;
+        it returns only when cancelled.
+        """
         ...
 
     async def submit(self, order: SubmitOrder) -> None:

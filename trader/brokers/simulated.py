@@ -18,7 +18,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from trader import calendar
 from trader.brokers.base import AccountState, OrderState, PositionState
@@ -396,11 +398,10 @@ class SimulatedBroker:
         self.updates = updates
         self._clock = clock
 
-    async def connect(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
+    async def stream(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # In-process: updates are on the channel the moment they happen.
+        task_status.started()
+        await anyio.sleep_forever()
 
     async def submit(self, order: SubmitOrder) -> None:
         report = self.exchange.submit(
