@@ -15,7 +15,7 @@ from trader.data.normalize import normalize_shared
 
 REPLAY = Path(__file__).resolve().parent.parent / "replay_data"
 SHARED = Path("/work/shared/data")
-SYMBOLS = ["AAPL", "FB", "GOOG", "IBM", "MSFT", "NDX", "SPX"]
+SYMBOLS = ["AAPL", "COMP", "FB", "GOOG", "IBM", "MSFT", "SPX"]
 
 
 def _copy(tmp_path: Path) -> Path:

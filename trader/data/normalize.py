@@ -12,9 +12,9 @@ Sources:
   dividing earlier prices by the cumulative split factor and multiplying
   earlier volumes by it, so strategies do not see fake crashes.  Dividends
   are *not* adjusted for.
-* ``arch_sp500.csv`` -> ``SPX`` and ``arch_nasdaq.csv`` -> ``NDX`` (dates as
-  M/D/YYYY).  ``NDX`` holds the NASDAQ *Composite* (^IXIC) series that the
-  source ships, not the Nasdaq-100.
+* ``arch_sp500.csv`` -> ``SPX`` and ``arch_nasdaq.csv`` -> ``COMP`` (dates as
+  M/D/YYYY).  ``COMP`` is the NASDAQ *Composite* (^IXIC) series that the
+  source ships, not the Nasdaq-100, hence not ``NDX``.
 
 A split is a day whose close-to-close ratio sits within 1.5% of a common
 split ratio (2:1, 3:2, 3:1, ...) *and* whose ``Adj Close`` ratio does not
@@ -54,7 +54,7 @@ _SPLIT_TOLERANCE: Final = 0.015
 _ADJ_JUMP: Final = 0.25
 
 _STOCKS_FILE: Final = "bokeh_stocks.csv"
-_INDEX_FILES: Final = {"SPX": "arch_sp500.csv", "NDX": "arch_nasdaq.csv"}
+_INDEX_FILES: Final = {"SPX": "arch_sp500.csv", "COMP": "arch_nasdaq.csv"}
 
 
 class Split(msgspec.Struct, frozen=True):
