@@ -47,11 +47,25 @@ class JournalCommits:
     channel's ``sent`` count) is durable once ``committed >= n``.
     """
 
-    __slots__ = ("_waiters", "committed")
+    __slots__ = ("_urgent", "_waiters", "committed")
 
     def __init__(self) -> None:
         self.committed = 0
         self._waiters: list[tuple[int, anyio.Event]] = []
+        self._urgent: anyio.Event | None = None
+
+    @property
+    def urgent(self) -> bool:
+        """Someone is waiting for a commit: the recorder should not linger."""
+        return bool(self._waiters)
+
+    async def wait_urgent(self) -> None:
+        """Return once someone waits for a commit."""
+        if self._waiters:
+            return
+        if self._urgent is None:
+            self._urgent = anyio.Event()
+        await self._urgent.wait()
 
     def advance(self, committed: int) -> None:
         self.committed = committed
@@ -69,6 +83,9 @@ class JournalCommits:
             return
         event = anyio.Event()
         self._waiters.append((n, event))
+        if self._urgent is not None:
+            self._urgent.set()
+            self._urgent = None
         await event.wait()
 
 

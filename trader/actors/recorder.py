@@ -183,6 +183,9 @@ class Recorder:
         path: the SQLite file (created with its parent directory).
         run: this run's identity row.
         commits: advanced after every commit.
+        linger_s: how long a small batch waits for company before it is
+            written (group commit), unless a durable emit is waiting.
+        max_batch: the most records in one transaction.
     """
 
     name = "recorder"
@@ -194,7 +197,11 @@ class Recorder:
         path: str | Path,
         run: RunInfo,
         commits: JournalCommits,
+        linger_s: float = 0.02,
+        max_batch: int = 50_000,
     ) -> None:
+        self._linger_s = linger_s
+        self._max_batch = max_batch
         self._inbox = inbox
         self._path = Path(path)
         self._run = run
@@ -221,17 +228,24 @@ class Recorder:
             await self._restore_sequences(db)
             task_status.started()
             inbox = self._inbox
+            commits = self._commits
             while True:
                 try:
                     batch = await inbox.receive_batch()
                 except anyio.EndOfStream:
                     break
+                if not commits.urgent and len(batch) < self._max_batch:
+                    # Group commit: let records accumulate for a moment, unless
+                    # someone waits for durability. Thousands of one-record
+                    # transactions would cost more than the replay itself.
+                    with anyio.move_on_after(self._linger_s):
+                        await commits.wait_urgent()
+                    batch.extend(_drain(inbox, self._max_batch - len(batch)))
                 # A shutdown's cancellation must not tear a transaction in half.
                 with anyio.CancelScope(shield=True):
                     await self._write(db, batch)
-                    await db.commit()
                 self._written += len(batch)
-                self._commits.advance(self._written)
+                commits.advance(self._written)
 
     async def _restore_sequences(self, db: aiosqlite.Connection) -> None:
         # After a restart within the same run, continue the per-key sequences.
@@ -268,11 +282,10 @@ class Recorder:
                 )
             else:
                 statements.extend(self._rows(run_id, source, n, msg))
-        await db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
-        if equity:
-            await db.executemany("INSERT OR REPLACE INTO equity VALUES (?, ?, ?, ?)", equity)
-        for sql, params in statements:
-            await db.execute(sql, params)
+        # One trip to the database thread per batch: aiosqlite would otherwise
+        # hop threads for every statement. (_execute is aiosqlite's own
+        # "run this function on the connection's thread".)
+        await db._execute(_write_sync, db._conn, journal, equity, statements)
 
     def _rows(
         self, run_id: str, source: str, n: int, msg: Message
@@ -382,6 +395,31 @@ class Recorder:
             case _:
                 out.append(self._event(run_id, msg.ts_ns, coid, type(msg).__name__, ""))
         return out
+
+
+def _write_sync(
+    conn: sqlite3.Connection,
+    journal: list[tuple[Any, ...]],
+    equity: list[tuple[Any, ...]],
+    statements: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    """Runs on aiosqlite's thread: the whole batch in one transaction."""
+    conn.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
+    if equity:
+        conn.executemany("INSERT OR REPLACE INTO equity VALUES (?, ?, ?, ?)", equity)
+    for sql, params in statements:
+        conn.execute(sql, params)
+    conn.commit()
+
+
+def _drain(inbox: Channel[JournalRecord], limit: int) -> list[JournalRecord]:
+    out: list[JournalRecord] = []
+    while len(out) < limit:
+        try:
+            out.append(inbox.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    return out
 
 
 def connect_readonly(path: str | Path) -> sqlite3.Connection:
