@@ -70,12 +70,28 @@ def _workload_spec(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 def _prepare(spec: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Generate (or reuse) the workload's CSVs and peer frames; return what was made."""
-    key = f"{spec['symbols']}x{spec['sessions']}-seed{SEED}"
-    base = root / f"{spec['name']}-{key}"
+    """Generate (or reuse) the workload's CSVs and peer frames; return what was made.
+
+    The generation runs in a child process: on Linux a child inherits the
+    high-water RSS of the process it was forked from, so the parent must stay
+    small for the children's ``ru_maxrss`` to be their own.
+    """
+    marker = _data_dir(spec, root) / "ready.json"
+    if not marker.exists():
+        spec_path = root / f"prepare-{spec['name']}.json"
+        spec_path.write_text(json.dumps({"engine": "prepare", "workload": spec,
+                                         "root": str(root)}))
+        subprocess.run([sys.executable, str(HERE), "--child", str(spec_path)], check=True)
+    return dict(json.loads(marker.read_text()))
+
+
+def _data_dir(spec: dict[str, Any], root: Path) -> Path:
+    return root / f"{spec['name']}-{spec['symbols']}x{spec['sessions']}-seed{SEED}"
+
+
+def _generate(spec: dict[str, Any], root: Path) -> None:
+    base = _data_dir(spec, root)
     marker = base / "ready.json"
-    if marker.exists():
-        return dict(json.loads(marker.read_text()))
     if base.exists():
         shutil.rmtree(base)
     base.mkdir(parents=True)
@@ -110,7 +126,6 @@ def _prepare(spec: dict[str, Any], root: Path) -> dict[str, Any]:
         "frames_s": t3 - t2,
     }
     marker.write_text(json.dumps(info))
-    return info
 
 
 def _trader_toml(spec: dict[str, Any], data: dict[str, Any], db: Path) -> str:
@@ -232,6 +247,9 @@ def _child_peer(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _child(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
+    if spec["engine"] == "prepare":
+        _generate(spec["workload"], Path(spec["root"]))
+        return
     result = _child_trader(spec) if spec["engine"] == "trader" else _child_peer(spec)
     Path(spec["result"]).write_text(json.dumps(result))
 
@@ -242,21 +260,17 @@ def _measure(spec: dict[str, Any], tmp: Path, label: str) -> dict[str, Any] | No
     spec["result"] = str(tmp / f"result-{label}.json")
     spec_path.write_text(json.dumps(spec))
     log_path = tmp / f"child-{label}.log"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     with log_path.open("w") as log:
         proc = subprocess.run([sys.executable, str(HERE), "--child", str(spec_path)],
                               stdout=log, stderr=subprocess.STDOUT, check=False)
     wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode != 0:
         tail = log_path.read_text()[-3000:]
         print(f"  !! {label} failed (exit {proc.returncode}); last output:\n{tail}", flush=True)
         return None
     result: dict[str, Any] = json.loads(Path(spec["result"]).read_text())
     result["process_s"] = wall
-    # RUSAGE_CHILDREN's max only says something when this child set a new high.
-    result["children_maxrss_raised"] = after > before
     return result
 
 
@@ -339,7 +353,7 @@ def _run_workload(args: argparse.Namespace, name: str, root: Path) -> None:
     symbols: list[str] = data["symbols"]
     print(f"   {data['bars']:,} bars over {len(symbols)} symbol(s)"
           f" (generated in {data['generate_s']:.1f}s, CSV {data['csv_s']:.1f}s,"
-          f" frames {data['frames_s']:.1f}s; reused if 0 from --workdir)", flush=True)
+          f" frames {data['frames_s']:.1f}s)", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"run-{name}-", dir=root))
     rows: list[dict[str, Any]] = []
 
@@ -400,6 +414,9 @@ def _run_workload(args: argparse.Namespace, name: str, root: Path) -> None:
         )
         scope = "" if len(same) == len(symbols) else f" on the {len(same)} peer symbols"
         print(f"\n  trades (closed round trips){scope}: trader {trader_same:,}, {counts}")
+        print("  (differences come from ties: on a one-cent grid fast == slow happens; the"
+              " peers'\n   SMAs then differ by exactly 0, trader's running-sum SMA by +-1e-15,"
+              " which its\n   strict rule can read as a cross)")
 
     for engine, row in peer_rows.items():
         print(f"  trader / {row['name']}: bars/s {_ratio(trader_row['process_rate'], row['process_rate'])}"

@@ -21,11 +21,13 @@ import structlog
 from anyio.abc import TaskStatus
 
 from trader.actors.base import Outbox, consume
-from trader.brokers.base import Broker
+from trader.brokers.base import Broker, OrderState
 from trader.channels import Channel
 from trader.errors import BrokerRejected
+from trader.journal import KnownOrder
 from trader.messages import (
     AccountUpdated,
+    ClientOrderId,
     CancelOrder,
     Message,
     OrderAccepted,
@@ -38,6 +40,7 @@ from trader.messages import (
     ReconciliationDone,
     SubmitOrder,
 )
+from trader.money import round_price
 from trader.orders import TERMINAL, OrderPhase, TrackedOrder, can_move
 
 log = structlog.get_logger("trader.execution")
@@ -57,11 +60,13 @@ class ExecutionActor:
         *,
         broker: Broker,
         now_ns: Callable[[], int],
+        known_orders: Callable[[], list[KnownOrder]] | None = None,
     ) -> None:
         self._inbox = inbox
         self._out = outbox
         self._broker = broker
         self._now_ns = now_ns
+        self._known_orders = known_orders
         self._orders: dict[str, TrackedOrder] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -100,15 +105,75 @@ class ExecutionActor:
                     realized_pnl_cents=0,
                 )
             )
+        differences = 0
+        # Orders the journal last saw open: adopt what the broker says
+        # happened to them while we were away, fills first.
+        known = self._known_orders() if self._known_orders is not None else []
+        for k in known:
+            state = await broker.order(k.client_order_id)
+            differences += await self._adopt(k, state, now)
         for o in open_orders:
-            self._orders[o.client_order_id] = TrackedOrder(
-                client_order_id=o.client_order_id,
-                symbol=o.symbol,
-                phase="partially_filled" if o.filled_qty else "new",
-                broker_order_id=o.broker_order_id,
-                filled_qty=o.filled_qty,
-            )
-        await self._out.emit(ReconciliationDone(ts_ns=now, differences=0))
+            tracked = self._orders.get(o.client_order_id)
+            if tracked is None:
+                self._orders[o.client_order_id] = TrackedOrder(
+                    client_order_id=o.client_order_id,
+                    symbol=o.symbol,
+                    phase="partially_filled" if o.filled_qty else "new",
+                    broker_order_id=o.broker_order_id,
+                    filled_qty=o.filled_qty,
+                )
+            # Risk rebuilds its open-order book from these.
+            await self._out.emit(OrderAccepted(
+                ts_ns=now, client_order_id=ClientOrderId(o.client_order_id), symbol=o.symbol,
+                broker_order_id=o.broker_order_id, side="buy" if o.side == "buy" else "sell",
+                qty=o.qty,
+            ))
+        if differences:
+            log.warning("reconciliation adopted the broker's state", differences=differences)
+        await self._out.emit(ReconciliationDone(ts_ns=now, differences=differences))
+
+    async def _adopt(self, known: KnownOrder, state: OrderState | None, now: int) -> int:
+        coid = ClientOrderId(known.client_order_id)
+        if state is None:
+            # Journaled but never acknowledged by the broker: it does not exist.
+            await self._out.emit(OrderCanceled(
+                ts_ns=now, client_order_id=coid, symbol=known.symbol,
+                reason="never reached the broker (found at start-up)",
+            ), durable=True)
+            return 1
+        changed = 0
+        delta = round(state.filled_qty - known.filled_qty, 9)
+        if delta > 0:
+            value_now = state.filled_qty * (state.filled_avg_price or 0.0)
+            value_then = known.filled_qty * (known.avg_price or 0.0)
+            price = round_price((value_now - value_then) / delta)
+            await self._out.emit(OrderFilled(
+                ts_ns=now, client_order_id=coid, symbol=known.symbol,
+                broker_order_id=state.broker_order_id,
+                # Deterministic: a second restart finds the same id and the
+                # recorder ignores the duplicate.
+                execution_id=f"reconcile:{state.broker_order_id}:{state.filled_qty:g}",
+                side="buy" if known.side == "buy" else "sell",
+                qty=delta, price=price, commission_cents=0,
+                cum_qty=state.filled_qty, avg_price=state.filled_avg_price or price,
+                status="filled" if state.status == "filled" else "partially_filled",
+            ), durable=True)
+            changed += 1
+        terminal = {"canceled": OrderCanceled, "expired": OrderExpired,
+                    "rejected": OrderRejected}.get(state.status)
+        if terminal is OrderCanceled or terminal is OrderExpired:
+            await self._out.emit(terminal(
+                ts_ns=now, client_order_id=coid, symbol=known.symbol,
+                broker_order_id=state.broker_order_id, filled_qty=state.filled_qty,
+            ), durable=True)
+            changed += 1
+        elif terminal is OrderRejected:
+            await self._out.emit(OrderRejected(
+                ts_ns=now, client_order_id=coid, symbol=known.symbol,
+                broker_order_id=state.broker_order_id, reason="rejected while we were down",
+            ), durable=True)
+            changed += 1
+        return changed
 
     async def _on_command(self, msg: Message) -> None:
         if isinstance(msg, SubmitOrder):
@@ -167,6 +232,11 @@ class ExecutionActor:
             if not (isinstance(msg, OrderAccepted) and tracked.phase != "pending_new"):
                 log.warning("ignored out-of-order update", client_order_id=msg.client_order_id,
                             symbol=msg.symbol, phase=tracked.phase, update=new_phase)
+            return
+        if isinstance(msg, OrderFilled) and msg.cum_qty <= tracked.filled_qty + 1e-9:
+            # Already booked (by reconciliation or polling): one execution, once.
+            log.info("duplicate fill ignored", client_order_id=msg.client_order_id,
+                     symbol=msg.symbol, execution_id=msg.execution_id)
             return
         tracked.phase = new_phase
         tracked.broker_order_id = msg.broker_order_id or tracked.broker_order_id

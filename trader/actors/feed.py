@@ -247,7 +247,7 @@ class LiveFeed:
                 await self._backfill(http)
                 self._need_backfill = False
             await self._handle(early)
-            await self._stream(ws)
+            await self._stream(ws, http)
         finally:
             if self._subscribed:
                 self._need_backfill = True  # whatever closes while we are away is a gap
@@ -288,11 +288,11 @@ class LiveFeed:
 
     async def _receive(self, ws: ClientConnection) -> list[StreamMessage]:
         """The next frame's messages ([] for a malformed frame, which is counted)."""
-        return self._decode(await ws.recv(decode=False))
+        return self._decode(await ws.recv(decode=False))[0]
 
     # --- streaming -----------------------------------------------------------------
 
-    async def _stream(self, ws: ClientConnection) -> None:
+    async def _stream(self, ws: ClientConnection, http: aiohttp.ClientSession) -> None:
         stale_after = self._config.stale_after_s
         deadline = anyio.current_time() + stale_after
         while True:
@@ -306,27 +306,32 @@ class LiveFeed:
                     raise FeedUnavailable(reason)
                 deadline = anyio.current_time() + stale_after  # closed: quiet is normal
                 continue
-            messages = self._decode(data)
+            messages, damaged = self._decode(data)
+            if damaged:
+                # The frame may have carried bars: repair the gap from REST
+                # before anything later goes out, or they would be out of order.
+                await self._backfill(http)
             await self._handle(messages)
-            if any(isinstance(m, WireBar) for m in messages):
+            if damaged or any(isinstance(m, WireBar) for m in messages):
                 # Measured from here, so time spent waiting for a full strategy
                 # inbox never reads as a silent exchange.
                 deadline = anyio.current_time() + stale_after
 
-    def _decode(self, data: str | bytes) -> list[StreamMessage]:
+    def _decode(self, data: str | bytes) -> tuple[list[StreamMessage], bool]:
+        """A frame's usable messages, and whether some of it was lost (counted, logged)."""
         try:
             frame = decode_frame(data)
         except FrameError as exc:
             self.malformed_frames += 1
             log.warning("malformed frame dropped", error=str(exc), size=len(data),
                         head=repr(data[:64]))
-            return []
+            return [], True
+        self.ignored_messages += frame.ignored
         if frame.malformed:
             self.malformed_frames += 1
             log.warning("malformed messages dropped", count=frame.malformed,
                         kept=len(frame.messages))
-        self.ignored_messages += frame.ignored
-        return frame.messages
+        return frame.messages, frame.malformed > 0
 
     async def _handle(self, messages: Iterable[StreamMessage]) -> None:
         bars: list[BarClosed] = []

@@ -285,7 +285,9 @@ class Recorder:
         # One trip to the database thread per batch: aiosqlite would otherwise
         # hop threads for every statement. (_execute is aiosqlite's own
         # "run this function on the connection's thread".)
-        await db._execute(_write_sync, db._conn, journal, equity, statements)
+        await db._execute(  # type: ignore[no-untyped-call]
+            _write_sync, db._conn, journal, equity, statements
+        )
 
     def _rows(
         self, run_id: str, source: str, n: int, msg: Message

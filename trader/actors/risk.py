@@ -71,7 +71,9 @@ class RiskActor(InboxActor):
             case OrderFilled():
                 self._on_fill(msg)
             case OrderAccepted():
-                pass
+                if msg.client_order_id not in self._open:
+                    # An order open at the broker when we (re)started.
+                    self._track(msg.client_order_id, msg.symbol, msg.side, 0)
             case OrderCanceled() | OrderRejected() | OrderExpired():
                 self._forget(msg.client_order_id)
             case AccountUpdated():
@@ -214,8 +216,7 @@ class RiskActor(InboxActor):
         coid = client_order_id(strategy, symbol, ts_ns, side)
         price = self._ledger.last_price.get(symbol, 0.0)
         spend = notional if notional is not None else value_cents(qty or 0.0, price)
-        self._open[coid] = (symbol, side, spend if side == "buy" else 0)
-        self._symbols_with_orders[symbol] = self._symbols_with_orders.get(symbol, 0) + 1
+        self._track(coid, symbol, side, spend if side == "buy" else 0)
         self._out.post(
             SubmitOrder(
                 ts_ns=ts_ns,
@@ -274,6 +275,10 @@ class RiskActor(InboxActor):
                 unrealized_pnl_cents=led.unrealized_cents(),
             )
         )
+
+    def _track(self, coid: str, symbol: str, side: str, spend: int) -> None:
+        self._open[coid] = (symbol, side, spend)
+        self._symbols_with_orders[symbol] = self._symbols_with_orders.get(symbol, 0) + 1
 
     def _forget(self, coid: ClientOrderId) -> None:
         entry = self._open.pop(coid, None)
