@@ -171,15 +171,14 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from trader.runner import run_replay
+    from trader.runner import run_live, run_replay
 
     config = _load(args)
-    # Until the live adapters exist the daemon runs its replay feed, paced by
-    # replay.speed, against the simulated broker: the same graph.
-    status = _run_graph_main(
-        lambda: run_replay(config, install_signal_handlers=True)
-    )
-    return status
+    if config.feed.kind == "replay":
+        # A paper simulation: the replay feed paced by replay.speed against the
+        # simulated broker. Same graph, same journal.
+        return _run_graph_main(lambda: run_replay(config, install_signal_handlers=True))
+    return _run_graph_main(lambda: run_live(config, install_signal_handlers=True))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

@@ -47,8 +47,10 @@ from trader.brokers.base import Broker
 from trader.channels import Channel, ChannelStats, InFlight
 from trader.clock import Clock
 from trader.config import Config
+from trader.journal import KnownOrder
 from trader.messages import (
     AccountUpdated,
+    BarClosed,
     BarsClosed,
     BatchCut,
     CancelOrder,
@@ -143,7 +145,11 @@ class Graph:
         *,
         db_path: str,
         inflight: InFlight | None = None,
+        known_orders: Callable[[], list[KnownOrder]] | None = None,
+        warmup: Sequence[BarClosed] = (),
     ) -> None:
+        self._known_orders = known_orders
+        self._warmup = tuple(warmup)
         self.config = config
         self.adapters = adapters
         self.clock = adapters.clock
@@ -197,7 +203,8 @@ class Graph:
 
         def execution() -> Actor:
             return ExecutionActor(self.inboxes["execution"], self.outbox("execution"),
-                                  broker=adapters.broker, now_ns=adapters.clock.now_ns)
+                                  broker=adapters.broker, now_ns=adapters.clock.now_ns,
+                                  known_orders=self._known_orders)
 
         def risk() -> Actor:
             return RiskActor(self.inboxes["risk"], self.outbox("risk"), config=cfg.risk)
@@ -213,6 +220,7 @@ class Graph:
                 self.outbox("strategy"),
                 strategy=build_strategy(cfg.strategy.name, cfg.strategy.params),
                 instance=cfg.strategy_instance,
+                warmup=self._warmup,
             )
 
         def feed() -> Actor:
@@ -290,9 +298,18 @@ def build_graph(
     *,
     db_path: str | None = None,
     inflight: InFlight | None = None,
+    known_orders: Callable[[], list[KnownOrder]] | None = None,
+    warmup: Sequence[BarClosed] = (),
 ) -> Graph:
-    """Wire the graph for ``config`` with the given adapters."""
-    return Graph(config, adapters, run, db_path=db_path or config.run.db, inflight=inflight)
+    """Wire the graph for ``config`` with the given adapters.
+
+    Args:
+        known_orders: what the journal last saw open, for reconciliation (live).
+        warmup: bars each new strategy incarnation replays silently to rebuild
+            its indicators (live restarts; empty in replay).
+    """
+    return Graph(config, adapters, run, db_path=db_path or config.run.db, inflight=inflight,
+                 known_orders=known_orders, warmup=warmup)
 
 
 def route_table() -> Sequence[tuple[str, str, str]]:

@@ -7,6 +7,7 @@ live (graph.py), run it until the data ends or a signal stops it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -152,6 +154,114 @@ async def run_replay(
         exchange=exchange,
         data_hash=data_hash,
     )
+
+
+class LiveOutcome(msgspec.Struct, kw_only=True):
+    """What a stopped daemon leaves behind."""
+
+    run_id: str
+    db_path: str
+
+
+async def run_live(
+    config: Config,
+    *,
+    db_path: str | None = None,
+    install_signal_handlers: bool = False,
+    on_graph: Callable[[Graph], None] | None = None,
+    sandbox: Any = None,
+) -> LiveOutcome:
+    """Run the daemon against Alpaca (or the embedded sandbox) until stopped.
+
+    With ``[sandbox] enabled`` the bundled Alpaca-compatible exchange starts in
+    this process first and ``[alpaca]`` is pointed at it, with its own keys:
+    the same code path as real paper trading, no keys and no network.
+
+    Raises:
+        ConfigError: missing credentials or bad settings.
+        RestartBudgetExhausted: an actor kept crashing.
+    """
+    from trader.actors.feed import LiveFeed
+    from trader.brokers.alpaca import AlpacaBroker
+    from trader.clock import LiveClock
+    from trader.journal import known_open_orders, last_seen, recent_bars
+    from trader.secrets import Credentials, load_credentials
+
+    path = db_path or config.run.db
+    async with contextlib.AsyncExitStack() as stack:
+        alpaca = config.alpaca
+        if config.sandbox.enabled and sandbox is None:
+            from trader.sandbox.app import Sandbox
+
+            sb = config.sandbox
+            sandbox = await stack.enter_async_context(
+                Sandbox(sb.data, port=sb.port, speed=sb.speed, start=sb.start or None,
+                        broker=config.broker)
+            )
+        if sandbox is not None:
+            alpaca = msgspec.structs.replace(
+                alpaca,
+                trading_url=sandbox.base_url,
+                data_url=sandbox.base_url,
+                data_stream_url=sandbox.data_ws_url,
+                trade_stream_url=sandbox.trade_ws_url,
+            )
+            credentials = Credentials(
+                key_id=sandbox.credentials.key_id, secret_key=sandbox.credentials.secret
+            )
+            log.info("embedded sandbox", url=sandbox.base_url)
+        else:
+            credentials = load_credentials(
+                key_id_env=alpaca.key_id_env, secret_env=alpaca.secret_env,
+                key_id_file=alpaca.key_id_file, secret_file=alpaca.secret_file,
+            )
+        symbols = list(config.feed.symbols or config.data.symbols)
+        if not symbols:
+            raise ConfigError("$.feed.symbols: the live feed needs a universe of symbols")
+
+        history = recent_bars(path)
+        clock = LiveClock()
+        inflight = InFlight()
+        updates: Channel[Message] = Channel("broker", config.channels.execution, inflight)
+        broker = AlpacaBroker(updates=updates, config=alpaca, credentials=credentials,
+                              now_ns=clock.now_ns)
+
+        def feed(graph: Graph) -> Actor:
+            return LiveFeed(
+                graph.outbox("feed"),
+                config=config.feed,
+                stream_url=alpaca.data_stream_url,
+                data_url=alpaca.data_url,
+                credentials=credentials,
+                clock=clock,
+                symbols=symbols,
+                last_seen=last_seen(recent_bars(path)),
+                request_timeout_s=alpaca.request_timeout_s,
+            )
+
+        run = RunInfo(
+            run_id=uuid.uuid4().hex,
+            mode="live",
+            started_wall_ns=time.time_ns(),
+            config=msgspec.json.encode(config).decode(),
+            data_hash="",
+            code_version=__version__,
+        )
+        graph = build_graph(
+            config,
+            Adapters(clock=clock, broker=broker, feed=feed, mode="live"),
+            run,
+            db_path=path,
+            inflight=inflight,
+            known_orders=lambda: known_open_orders(path),
+            warmup=history,
+        )
+        if on_graph is not None:
+            on_graph(graph)
+        log.info("daemon starting", run_id=run.run_id, symbols=symbols, db=path,
+                 strategy=config.strategy_instance, warmup_bars=len(history))
+        await run_until_stopped(graph, install_signal_handlers=install_signal_handlers)
+    return LiveOutcome(run_id=run.run_id, db_path=path)
 
 
 class Interrupted(Exception):

@@ -11,9 +11,12 @@ after the order has reached the simulated market, as it would live.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from trader.actors.base import InboxActor, Outbox
 from trader.channels import Channel
 from trader.messages import (
+    BarClosed,
     BarsClosed,
     BatchCut,
     Message,
@@ -35,10 +38,19 @@ class StrategyActor(InboxActor):
         *,
         strategy: Strategy,
         instance: str,
+        warmup: Sequence[BarClosed] = (),
     ) -> None:
         super().__init__(inbox, outbox)
         self._strategy = strategy
         self._instance = instance
+        self._warmup = warmup
+
+    async def setup(self) -> None:
+        # Rebuild indicators from bars already journaled; their signals were
+        # acted on (or not) by the incarnation that saw them, so none is emitted.
+        on_bar = self._strategy.on_bar
+        for bar in self._warmup:
+            on_bar(bar)
 
     def handle(self, msg: Message) -> None:
         if isinstance(msg, BarsClosed):
