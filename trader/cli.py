@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", help="first date (overrides data.start)")
     p.add_argument("--end", help="last date (overrides data.end)")
     p.add_argument("--db", help="SQLite journal (overrides run.db)")
+    p.add_argument("--speed", help="'max' (as fast as possible) or a multiple of real time, "
+                   "e.g. 60 (overrides replay.speed)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on the last line of stdout")
     p.add_argument("--report", metavar="HTML", help="write the HTML report here "
@@ -195,6 +197,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         extra.append(f'data.end="{args.end}"')
     if args.db:
         extra.append(f'run.db="{args.db}"')
+    if args.speed:
+        extra.append('replay.speed="max"' if args.speed == "max" else f"replay.speed={args.speed}")
     config = _load(args, extra)
     outcome: list[ReplayOutcome] = []
     progress = _progress_bar()
@@ -202,7 +206,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     async def main() -> None:
         outcome.append(
             await run_replay(config, install_signal_handlers=True,
-                             on_progress=progress.update if progress else None)
+                             on_progress=progress)
         )
 
     try:
@@ -218,12 +222,27 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     )
 
 
-def _progress_bar() -> Any:
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
+class _Progress:
+    """A tqdm bar with ETA on a terminal; nothing otherwise (logs say enough)."""
 
-    return tqdm(unit=" bars", unit_scale=True, file=sys.stderr, leave=False)
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit=" bars", unit_scale=True, file=sys.stderr,
+                             leave=False)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _progress_bar() -> _Progress | None:
+    return _Progress() if sys.stderr.isatty() else None
 
 
 def _print_results(

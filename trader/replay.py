@@ -152,7 +152,7 @@ class ReplayFeed:
         batch_bars: int = 4096,
         speed: float | None = None,
         on_finished: Callable[[], None] | None = None,
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self._data = data
         self._out = outbox
@@ -198,7 +198,7 @@ class ReplayFeed:
             self._clock.advance_to(int(data.ts[j - 1]))
             self._cursor.position = j
             if self._on_progress is not None:
-                self._on_progress(j - i)
+                self._on_progress(j, n)
         if self._on_finished is not None:
             self._on_finished()
 

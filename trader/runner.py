@@ -75,7 +75,7 @@ async def run_replay(
     config: Config,
     *,
     db_path: str | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     on_graph: Callable[[Graph], None] | None = None,
     install_signal_handlers: bool = False,
 ) -> ReplayOutcome:
