@@ -13,8 +13,10 @@ Everything here is synchronous and free of I/O, so it is tested directly:
   on go through (the strategy sees each bar once, in order), grouped into
   ``BarsClosed`` batches in (ts, symbol) order.
 
-Alpaca stamps a bar with its *start*; our ``ts_ns`` is its *close*
-(start + timeframe). The conversion happens in :func:`to_bar`, nowhere else.
+Alpaca stamps a bar with its *start*; our ``ts_ns`` is its *close*: start +
+timeframe for intraday bars, and the session close for daily bars (which
+Alpaca stamps at midnight New York). The conversion happens in
+:func:`close_ns`, nowhere else.
 
 What it is not: a connection, a retry policy or a logger (see
 :mod:`trader.actors.feed`).
@@ -29,9 +31,11 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
+from trader import calendar
 from trader.messages import BarClosed, BarsClosed
 
 NS_PER_SECOND = 1_000_000_000
+DAY_NS = 86_400 * NS_PER_SECOND
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 Reason = Literal[
@@ -238,8 +242,22 @@ def bar_problem(
     return None
 
 
+def close_ns(start_ns: int, timeframe_ns: int) -> int:
+    """Our ``ts_ns`` for a bar Alpaca stamped ``start_ns``.
+
+    Intraday: start + timeframe. Daily: the close of that New York date's
+    session (13:00 on early closes), or start + one day if the exchange did
+    not trade that day.
+    """
+    if timeframe_ns != DAY_NS:
+        return start_ns + timeframe_ns
+    day = (_EPOCH + dt.timedelta(microseconds=start_ns // 1000)).astimezone(calendar.NEW_YORK)
+    session = calendar.session_for(day.date())
+    return session.close_ns if session is not None else start_ns + DAY_NS
+
+
 def to_bar(wire: RestBar, symbol: str, timeframe_ns: int) -> BarClosed | Reason:
-    """A checked wire bar as our message (``ts_ns`` = start + timeframe), or why not."""
+    """A checked wire bar as our message (``ts_ns`` per :func:`close_ns`), or why not."""
     try:
         start_ns = parse_rfc3339_ns(wire.t)
     except ValueError:
@@ -248,7 +266,7 @@ def to_bar(wire: RestBar, symbol: str, timeframe_ns: int) -> BarClosed | Reason:
     if problem is not None:
         return problem
     return BarClosed(
-        ts_ns=start_ns + timeframe_ns,
+        ts_ns=close_ns(start_ns, timeframe_ns),
         symbol=symbol,
         open=wire.o,
         high=wire.h,

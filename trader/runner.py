@@ -27,7 +27,7 @@ from trader.actors.base import Actor
 from trader.actors.recorder import RunInfo
 from trader.brokers.simulated import Exchange, SimulatedBroker
 from trader.channels import Channel, InFlight
-from trader.clock import ReplayClock
+from trader.clock import Clock, ReplayClock
 from trader.config import Config
 from trader.data.bars import load_dir
 from trader.errors import ConfigError
@@ -220,14 +220,23 @@ async def run_live(
             raise ConfigError("$.feed.symbols: the live feed needs a universe of symbols")
 
         history = recent_bars(path)
-        clock = LiveClock()
+        clock: Clock = LiveClock() if sandbox is None else _SandboxClock(sandbox.market)
         inflight = InFlight()
         updates: Channel[Message] = Channel("broker", config.channels.execution, inflight)
         broker = AlpacaBroker(updates=updates, config=alpaca, credentials=credentials,
                               now_ns=clock.now_ns)
 
+        # What the previous feed incarnation passed on: a restarted feed
+        # resumes after it (backfilling the gap), even where the strategy had
+        # not journaled those bars yet.
+        feeds: list[LiveFeed] = []
+
         def feed(graph: Graph) -> Actor:
-            return LiveFeed(
+            seen = last_seen(recent_bars(path))
+            for previous in feeds:
+                for symbol, ts in previous.last_emitted.items():
+                    seen[symbol] = max(ts, seen.get(symbol, 0))
+            actor = LiveFeed(
                 graph.outbox("feed"),
                 config=config.feed,
                 stream_url=alpaca.data_stream_url,
@@ -235,9 +244,11 @@ async def run_live(
                 credentials=credentials,
                 clock=clock,
                 symbols=symbols,
-                last_seen=last_seen(recent_bars(path)),
+                last_seen=seen or None,
                 request_timeout_s=alpaca.request_timeout_s,
             )
+            feeds[:] = [actor]
+            return actor
 
         run = RunInfo(
             run_id=uuid.uuid4().hex,
@@ -262,6 +273,22 @@ async def run_live(
                  strategy=config.strategy_instance, warmup_bars=len(history))
         await run_until_stopped(graph, install_signal_handlers=install_signal_handlers)
     return LiveOutcome(run_id=run.run_id, db_path=path)
+
+
+class _SandboxClock:
+    """The embedded sandbox's market clock: with the sandbox replaying 2004 at
+    43,200x, "now" is the sandbox's now, not the wall's."""
+
+    def __init__(self, market: Any) -> None:
+        self._market = market
+
+    def now_ns(self) -> int:
+        now: int = self._market.now_ns()
+        return now
+
+    async def sleep_until(self, ts_ns: int) -> None:
+        while self.now_ns() < ts_ns:
+            await anyio.sleep(0.05)
 
 
 class Interrupted(Exception):

@@ -1,4 +1,4 @@
-"""The live feed: Alpaca's minute-bar websocket -> checked, ordered ``BarsClosed``.
+"""The live feed: Alpaca's bar websocket -> checked, ordered ``BarsClosed``.
 
 One connection at a time, over ``websockets`` (JSON frames, no proxy)::
 
@@ -19,7 +19,12 @@ time, bars sorted by symbol, in time order.
 After a reconnect (and at start when ``last_seen`` is given) the gap is filled
 from the historical bars REST API *before* any live frame is handled: live
 frames wait in the socket meanwhile, and those the backfill already covered
-are dropped as duplicates. So the strategy sees every bar once and in order.
+are dropped as duplicates. A frame that cannot be decoded (garbage,
+truncated) is counted and logged, and the same REST backfill repairs whatever
+it may have carried. So the strategy sees every bar once and, per symbol, in
+order. Batches from different frames are in time order as long as Alpaca
+sends each minute's bars before the next minute's (it pushes them just after
+the minute closes); a late bar of another symbol is still passed on.
 
 Faults: disconnects, refused logins (402), connection limits (406), failed
 backfills and staleness are transient: logged, then a reconnect after
@@ -63,6 +68,7 @@ from trader.feedcheck import (
     WireError,
     WireSubscription,
     WireSuccess,
+    close_ns,
     decode_frame,
     decode_page,
     parse_rfc3339_ns,
@@ -117,6 +123,9 @@ class LiveFeed:
             seeds de-duplication and the first backfill.
         market_open: ``ts_ns -> bool`` (default :func:`trader.calendar.is_open`).
         request_timeout_s: the bound on each backfill request.
+
+    Raises:
+        ValueError: no symbols, or a ``timeframe_s`` Alpaca has no bars for.
 
     Attributes (metrics): ``received`` bar messages read (stream, and
     backfill beyond what was already passed on), ``emitted`` bars passed on,
@@ -477,6 +486,6 @@ class LiveFeed:
 def _close_after(row: RestBar, floor_ns: int, timeframe_ns: int) -> bool:
     """Whether a REST bar closes after ``floor_ns`` (unparseable: let the check count it)."""
     try:
-        return parse_rfc3339_ns(row.t) + timeframe_ns > floor_ns
+        return close_ns(parse_rfc3339_ns(row.t), timeframe_ns) > floor_ns
     except ValueError:
         return True
