@@ -83,9 +83,12 @@ class RateLimiter:
         """
         if priority not in self._lanes:
             raise ValueError(f"unknown priority {priority!r}")
+        # Cancellation point first, then take the token with no await in between,
+        # so a cancelled caller never spends a token it will not use.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if not self.waiting and self._delay() <= 0:
             self._grant()
-            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             return
         ticket = _Ticket()
         lane = self._lanes[priority]
