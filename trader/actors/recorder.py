@@ -212,28 +212,39 @@ class Recorder:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        async with aiosqlite.connect(self._path) as db:
-            await db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives a process crash (SIGKILL);
-            # only a power loss can lose the last transactions.
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.executescript(SCHEMA)
-            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            r = self._run
-            await db.execute(
-                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
-                (r.run_id, r.mode, r.started_wall_ns, r.config, r.data_hash, r.code_version),
-            )
-            await db.commit()
-            await self._restore_sequences(db)
-            task_status.started()
-            inbox = self._inbox
-            commits = self._commits
-            while True:
-                try:
-                    batch = await inbox.receive_batch()
-                except anyio.EndOfStream:
-                    break
+        db = await aiosqlite.connect(self._path)
+        try:
+            await self._serve(db, task_status)
+        finally:
+            # Even when cancelled hard (a second signal), wait for the database
+            # thread to finish and close: a thread left running would write
+            # into a closed event loop.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await db.close()
+
+    async def _serve(self, db: aiosqlite.Connection, task_status: TaskStatus[None]) -> None:
+        await db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash (SIGKILL);
+        # only a power loss can lose the last transactions.
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.executescript(SCHEMA)
+        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        r = self._run
+        await db.execute(
+            "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+            (r.run_id, r.mode, r.started_wall_ns, r.config, r.data_hash, r.code_version),
+        )
+        await db.commit()
+        await self._restore_sequences(db)
+        task_status.started()
+        inbox = self._inbox
+        commits = self._commits
+        while True:
+            try:
+                batch = await inbox.receive_batch()
+            except anyio.EndOfStream:
+                break
+            try:
                 if not commits.urgent and len(batch) < self._max_batch:
                     # Group commit: let records accumulate for a moment, unless
                     # someone waits for durability. Thousands of one-record
@@ -241,7 +252,9 @@ class Recorder:
                     with anyio.move_on_after(self._linger_s):
                         await commits.wait_urgent()
                     batch.extend(_drain(inbox, self._max_batch - len(batch)))
-                # A shutdown's cancellation must not tear a transaction in half.
+            finally:
+                # Taken from the inbox means written, even if we are being
+                # cancelled; and a cancellation must not tear a transaction.
                 with anyio.CancelScope(shield=True):
                     await self._write(db, batch)
                 self._written += len(batch)
