@@ -173,6 +173,7 @@ class Graph:
         self._stop = anyio.Event()
         self.finished = False
         self.interrupted = False
+        self.ready = False
         strategy_cfg = config.strategy
         # Validate strategy parameters now, so a bad one is a config error
         # before anything starts.
@@ -259,6 +260,7 @@ class Graph:
         """
         async with anyio.create_task_group() as tg:
             await tg.start(self.supervisor.run)
+            self.ready = True
             log.info("graph ready", actors=list(START_ORDER), mode=self.adapters.mode)
             task_status.started()
             await self._stop.wait()

@@ -32,7 +32,7 @@ from trader.config import Config
 from trader.data.bars import load_dir
 from trader.errors import ConfigError
 from trader.graph import Adapters, Graph, build_graph
-from trader.messages import Message
+from trader.messages import BarsClosed, Message
 from trader.replay import Cursor, MergedBars, ReplayFeed
 
 log = structlog.get_logger("trader.runner")
@@ -231,6 +231,12 @@ async def run_live(
         # not journaled those bars yet.
         feeds: list[LiveFeed] = []
 
+        async def market_first(batch: BarsClosed) -> None:
+            # As in replay: what the broker did up to this bar is booked, and
+            # the graph is quiet, before the strategy sees the bar.
+            await broker.sync({b.symbol for b in batch.bars})
+            await inflight.wait_quiet()
+
         def feed(graph: Graph) -> Actor:
             seen = last_seen(recent_bars(path))
             for previous in feeds:
@@ -246,6 +252,7 @@ async def run_live(
                 symbols=symbols,
                 last_seen=seen or None,
                 request_timeout_s=alpaca.request_timeout_s,
+                before_emit=market_first,
             )
             feeds[:] = [actor]
             return actor

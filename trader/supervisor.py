@@ -77,10 +77,11 @@ class _Exit(msgspec.Struct, frozen=True):
 
 
 class _Child:
-    __slots__ = ("exited", "incarnation", "scope", "spec")
+    __slots__ = ("actor", "exited", "incarnation", "scope", "spec")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
+        self.actor: Actor | None = None
         self.scope: anyio.CancelScope | None = None
         self.incarnation = 0
         self.exited = anyio.Event()
@@ -144,6 +145,10 @@ class Supervisor:
                 return i
         raise KeyError(name)
 
+    def actors(self) -> list[Actor]:
+        """The current incarnation of each running child (for metrics and tests)."""
+        return [c.actor for c in self._children if c.actor is not None and not c.exited.is_set()]
+
     async def stop_child(self, name: str) -> None:
         """Cancel one child and wait for it to end; it is not restarted."""
         child = self._children[self.index_of(name)]
@@ -185,7 +190,7 @@ class Supervisor:
         try:
             with anyio.CancelScope() as scope:
                 child.scope = scope
-                actor = child.spec.factory()
+                actor = child.actor = child.spec.factory()
                 try:
                     await actor.run(task_status=_Status())
                 except Exception as exc:

@@ -41,7 +41,7 @@ What it is not: a quote or trade feed, or an order-update stream.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 import aiohttp
@@ -76,7 +76,7 @@ from trader.feedcheck import (
     timeframe_name,
     to_bar,
 )
-from trader.messages import BarClosed, FeedStatusChanged
+from trader.messages import BarClosed, BarsClosed, FeedStatusChanged
 from trader.secrets import Credentials
 
 log = structlog.get_logger("trader.feed")
@@ -150,7 +150,9 @@ class LiveFeed:
         last_seen: Mapping[str, int] | None = None,
         market_open: Callable[[int], bool] | None = None,
         request_timeout_s: float = 10.0,
+        before_emit: Callable[[BarsClosed], Awaitable[None]] | None = None,
     ) -> None:
+        self._before_emit = before_emit
         if not symbols:
             raise ValueError("the live feed needs at least one symbol")
         self._out = outbox
@@ -382,6 +384,10 @@ class LiveFeed:
             self.duplicates += repeats
             log.info("duplicate or out-of-order bars dropped", count=repeats, backfill=backfill)
         for batch in batches:
+            if self._before_emit is not None:
+                # Market first, as in replay: the broker's events up to this
+                # bar are in and handled before the strategy sees the bar.
+                await self._before_emit(batch)
             # Not journaled: the strategy journals the bars it consumed.
             await self._out.emit(batch, journal=False)
             self._seq.mark(batch)

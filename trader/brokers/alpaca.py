@@ -42,7 +42,7 @@ import math
 import random
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -232,6 +232,9 @@ class _Orders:
 
     def is_live(self, coid: str) -> bool:
         return coid in self._live
+
+    def live(self) -> list[_Track]:
+        return list(self._live.values())
 
     def expect(self, coid: str, symbol: str, now: float) -> bool:
         """Watch an order we are about to submit; True if this created its track."""
@@ -955,6 +958,12 @@ class AlpacaBroker:
             return
         async with self._emit_lock:
             await self._send(self._orders.on_state(order, now))
+
+    async def sync(self, symbols: Collection[str]) -> None:
+        """Poll our open orders in ``symbols`` now (see the Broker port)."""
+        live = [t.coid for t in self._orders.live() if t.symbol in symbols]
+        for coid in live:
+            await self._poll(coid)
 
     async def _send(self, messages: Sequence[OrderEvent]) -> None:
         for msg in messages:

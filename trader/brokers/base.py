@@ -12,6 +12,7 @@ Errors: a definite refusal raises :class:`~trader.errors.BrokerRejected`
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 import anyio
@@ -71,6 +72,16 @@ class Broker(Protocol):
         Calls ``task_status.started()`` once the update stream is listening:
         the execution actor sends no order before that. Reconnects by itself;
         it returns only when cancelled.
+        """
+        ...
+
+    async def sync(self, symbols: Collection[str]) -> None:
+        """Make sure every update so far for open orders in ``symbols`` is on ``updates``.
+
+        The live feed calls this before it releases a bar, so a fill that
+        happened during the bar is booked before the strategy and risk see
+        the bar (the order replay guarantees by construction). Costs a lookup
+        per open order of those symbols; nothing when none is open.
         """
         ...
 

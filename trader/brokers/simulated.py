@@ -15,7 +15,7 @@ bars by the rules in :mod:`trader.brokers.fills`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -402,6 +402,10 @@ class SimulatedBroker:
         # In-process: updates are on the channel the moment they happen.
         task_status.started()
         await anyio.sleep_forever()
+
+    async def sync(self, symbols: Collection[str]) -> None:
+        # In-process: every event is on the channel the moment it happens.
+        return None
 
     async def submit(self, order: SubmitOrder) -> None:
         report = self.exchange.submit(
