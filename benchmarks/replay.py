@@ -95,14 +95,14 @@ def _generate(spec: dict[str, Any], root: Path) -> None:
     if base.exists():
         shutil.rmtree(base)
     base.mkdir(parents=True)
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
     from trader.data.synth import synth_bars, write_csv
 
     try:
         from benchmarks._peers import frame_of
     except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-        from _peers import frame_of  # type: ignore[no-redef]
+        from _peers import frame_of  # type: ignore[no-redef, import-not-found, unused-ignore]
 
     t0 = time.perf_counter()
     tables = synth_bars(spec["symbols"], days=spec["sessions"], seed=SEED)
@@ -191,8 +191,8 @@ def _child_trader(spec: dict[str, Any]) -> dict[str, Any]:
         finally:
             times["graph_s"] = time.perf_counter() - t
 
-    runner.run_replay = timed_replay  # type: ignore[assignment]
-    runner.run_until_stopped = timed_run  # type: ignore[assignment]
+    runner.run_replay = timed_replay
+    runner.run_until_stopped = timed_run
     sys.argv = ["trader", "replay", "--config", spec["config"], "--no-report", "--json"]
     out = io.StringIO()
     t = time.perf_counter()
@@ -227,12 +227,12 @@ def _child_trader(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child_peer(spec: dict[str, Any]) -> dict[str, Any]:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
     try:
         from benchmarks import _peers
     except ImportError:
-        import _peers  # type: ignore[no-redef]
+        import _peers  # type: ignore[no-redef, unused-ignore]
 
     frames = pd.read_pickle(spec["frames"])
     frames = {s: frames[s] for s in spec["symbols"]}
@@ -406,20 +406,23 @@ def _run_workload(args: argparse.Namespace, name: str, root: Path) -> None:
 
     # Sanity: the same strategy gives (nearly) the same trades.
     if peer_rows:
-        same = [s for s in peer_symbols]
+        same = list(peer_symbols)
         trader_same = sum(tr["trades"].get(s, 0) for s in same)
-        counts = ", ".join(
-            f"{row['name']} {sum(row['trades_by_symbol'].get(s, 0) for s in same):,}"
+        peer_counts = {
+            row["name"]: sum(row["trades_by_symbol"].get(s, 0) for s in same)
             for row in peer_rows.values()
-        )
+        }
+        counts = ", ".join(f"{k} {v:,}" for k, v in peer_counts.items())
         scope = "" if len(same) == len(symbols) else f" on the {len(same)} peer symbols"
         print(f"\n  trades (closed round trips){scope}: trader {trader_same:,}, {counts}")
-        print("  (differences come from ties: on a one-cent grid fast == slow happens; the"
-              " peers'\n   SMAs then differ by exactly 0, trader's running-sum SMA by +-1e-15,"
-              " which its\n   strict rule can read as a cross)")
+        if any(v != trader_same for v in peer_counts.values()):
+            print("  (differences come from ties: on a one-cent grid fast == slow happens;"
+                  " the peers'\n   SMAs then differ by exactly 0, trader's running-sum SMA"
+                  " by +-1e-15, which its\n   strict rule can read as a cross)")
 
-    for engine, row in peer_rows.items():
-        print(f"  trader / {row['name']}: bars/s {_ratio(trader_row['process_rate'], row['process_rate'])}"
+    for row in peer_rows.values():
+        proc_ratio = _ratio(trader_row["process_rate"], row["process_rate"])
+        print(f"  trader / {row['name']}: bars/s {proc_ratio}"
               f" whole process, {_ratio(trader_row['run_rate'], row['run_rate'])} in-process run;"
               f" peak MB {_ratio(trader_row['mb'], row['mb'])}")
 

@@ -63,7 +63,9 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
     """Poll a condition on state owned by other tasks, bounded in time (``what`` is
     for the reader of a timeout's traceback)."""
     with anyio.fail_after(WAIT_S):
-        while not condition():
+        # Polling on purpose: the state lives in SQLite and in another process's
+        # view of the world (the sandbox), which can signal no event to us.
+        while not condition():  # noqa: ASYNC110
             await anyio.sleep(0.005)
 
 

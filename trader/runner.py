@@ -294,7 +294,9 @@ class _SandboxClock:
         return now
 
     async def sleep_until(self, ts_ns: int) -> None:
-        while self.now_ns() < ts_ns:
+        # The sandbox's clock moves with wall time at its own speed and signals
+        # nothing; a short poll is the honest way to wait for it.
+        while self.now_ns() < ts_ns:  # noqa: ASYNC110
             await anyio.sleep(0.05)
 
 

@@ -27,8 +27,8 @@ from trader.errors import BrokerRejected
 from trader.journal import KnownOrder
 from trader.messages import (
     AccountUpdated,
-    ClientOrderId,
     CancelOrder,
+    ClientOrderId,
     Message,
     OrderAccepted,
     OrderCanceled,
