@@ -106,6 +106,9 @@ def _add_optional_commands(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Commands with a config file reconfigure from it; the others log at
+    # --log-level (default info) from the start.
+    logs.configure(args.log_level or "info")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

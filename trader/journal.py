@@ -28,24 +28,61 @@ class KnownOrder(msgspec.Struct, frozen=True, kw_only=True):
     avg_price: float | None
 
 
+_EVENT_STATUS = {
+    "submitted": "pending_new",
+    "accepted": "new",
+    "partially_filled": "partially_filled",
+    "filled": "filled",
+    "canceled": "canceled",
+    "expired": "expired",
+    "rejected": "rejected",
+}
+
+
 def known_open_orders(db_path: str | Path) -> list[KnownOrder]:
-    """Orders whose latest journal state is not terminal (across runs)."""
+    """Orders whose latest journaled event is not final, across every run in the file.
+
+    A daemon's restart is a new run in the same file, so an order's story may
+    be spread over several runs: its status is its last event in insertion
+    order, and its filled quantity counts each execution id once.
+    """
     if not Path(db_path).exists():
         return []
     with connect_readonly(db_path) as db:
-        if not _has_table(db, "orders"):
+        if not _has_table(db, "order_events"):
             return []
-        rows = db.execute(
-            "SELECT client_order_id, symbol, side, status, filled_qty, avg_price FROM orders o "
-            "WHERE updated_ns = (SELECT MAX(updated_ns) FROM orders i "
-            "                    WHERE i.client_order_id = o.client_order_id) "
-            "ORDER BY updated_ns, client_order_id"
-        ).fetchall()
-    seen: dict[str, KnownOrder] = {}
-    for coid, symbol, side, status, filled, avg in rows:
-        seen[coid] = KnownOrder(client_order_id=coid, symbol=symbol, side=side, status=status,
-                                filled_qty=filled or 0.0, avg_price=avg)
-    return [o for o in seen.values() if o.status in OPEN_STATES]
+        status: dict[str, str] = {}
+        for coid, event in db.execute(
+            "SELECT client_order_id, event FROM order_events ORDER BY rowid"
+        ):
+            if event in _EVENT_STATUS:
+                status[coid] = _EVENT_STATUS[event]
+        open_ids = [c for c, st in status.items() if st in OPEN_STATES]
+        if not open_ids:
+            return []
+        filled = {
+            coid: (qty, value)
+            for coid, qty, value in db.execute(
+                "SELECT client_order_id, SUM(qty), SUM(qty * price) FROM "
+                "(SELECT DISTINCT execution_id, client_order_id, qty, price FROM fills) "
+                "GROUP BY client_order_id"
+            )
+        }
+        info = {
+            coid: (symbol, side)
+            for coid, symbol, side in db.execute(
+                "SELECT client_order_id, symbol, side FROM orders"
+            )
+        }
+    out = []
+    for coid in open_ids:
+        symbol, side = info.get(coid, ("", "buy"))
+        qty, value = filled.get(coid, (0.0, 0.0))
+        out.append(KnownOrder(
+            client_order_id=coid, symbol=symbol, side=side, status=status[coid],
+            filled_qty=round(qty or 0.0, 9), avg_price=(value / qty) if qty else None,
+        ))
+    return out
 
 
 def recent_bars(db_path: str | Path, limit: int = 512) -> list[BarClosed]:

@@ -137,6 +137,15 @@ class Outbox:
             if pending or not channel.try_send(msg):
                 pending.append((channel, msg))
 
+    async def barrier(self) -> None:
+        """Wait until everything journaled so far (by any actor) is committed.
+
+        The execution actor calls this before it sends an order to a broker
+        that outlives us: the order is on disk before the broker can know it.
+        """
+        if self._journal is not None and self._commits is not None:
+            await self._commits.wait_for(self._journal.sent)
+
     async def flush(self) -> None:
         """Deliver what :meth:`post` could not, in order, waiting for room."""
         pending = self.pending

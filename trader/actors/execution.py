@@ -195,6 +195,11 @@ class ExecutionActor:
         self._orders[coid] = TrackedOrder(
             client_order_id=coid, symbol=cmd.symbol, submitted_ns=cmd.ts_ns
         )
+        if self._broker.durable_updates:
+            # Journal first: risk journaled this command before sending it
+            # here; make that durable before the broker can act on it, so a
+            # crash can never leave an order at the broker we have no record of.
+            await self._out.barrier()
         try:
             await self._broker.submit(cmd)
         except BrokerRejected as exc:
