@@ -82,3 +82,47 @@ def test_a_second_signal_exits_at_once_with_code_5(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode in (0, 5)  # 0 if the drain won the race with the second signal
+
+
+class AlwaysCrashes:
+    """A strategy that raises on every bar: a crash loop on command."""
+
+    import msgspec as _msgspec
+
+    class Params(_msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+        pass
+
+    def __init__(self, params: object) -> None:
+        self.params = params
+
+    def on_bar(self, bar: object) -> float | None:
+        raise RuntimeError("strategy bug on command")
+
+    def on_position(self, symbol: str, qty: float) -> None:
+        return None
+
+
+def test_a_crash_loop_beyond_the_intensity_exits_with_code_3(tmp_path: Path) -> None:
+    """An actor that keeps crashing exhausts the budget; the process exits 3, not 0 or 1."""
+    data = tmp_path / "data"
+    write_csv(synth_bars(1, days=1, seed=3), data)
+    cfg = tmp_path / "crash.toml"
+    cfg.write_text(
+        f'[run]\ndb = "{tmp_path / "c.db"}"\n[data]\ndir = "{data}"\n'
+        '[strategy]\nname = "tests.test_shutdown:AlwaysCrashes"\n'
+        # Small batches: each crash drops only the batch it crashed on, so
+        # there are bars left to crash on again.
+        "[replay]\nbatch_bars = 10\n"
+        "[supervisor]\nintensity = 2\nperiod_s = 60.0\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "trader", "replay", "--config", str(cfg), "--no-report"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "restart budget exhausted" in proc.stderr
+    assert "strategy bug on command" in proc.stderr
+    # The journal was closed in order: the recorder was stopped last and its
+    # file is readable.
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
