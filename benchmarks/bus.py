@@ -1,6 +1,6 @@
 """Messages per second through a chain of five actors with no work per hop.
 
-    python benchmarks/bus.py [--messages N]
+    python -m benchmarks.bus [--messages N]
 
 Prints end-to-end messages/s and the per-hop cost in microseconds, under
 uvloop and under asyncio's default loop, in the same run. The actors are the

@@ -42,6 +42,19 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is *now* (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", *, stream: TextIO | None = None,
               json: bool | None = None) -> None:
     """Set up structlog for the process.
@@ -51,7 +64,7 @@ def configure(level: str = "info", *, stream: TextIO | None = None,
         stream: where lines go (default stderr).
         json: force JSON (True) or console (False); default: JSON unless a TTY.
     """
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     as_json = json if json is not None else not out.isatty()
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

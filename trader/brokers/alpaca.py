@@ -196,7 +196,7 @@ class _Track:
     """What we have told the graph about one order, and its polling schedule."""
 
     __slots__ = ("accepted", "coid", "cum_qty", "cum_value", "done", "exec_ids", "interval",
-                 "misses", "next_poll", "order_id", "symbol")
+                 "market", "misses", "next_poll", "order_id", "symbol")
 
     def __init__(self, coid: str, symbol: str, next_poll: float, interval: float) -> None:
         self.coid = coid
@@ -210,6 +210,9 @@ class _Track:
         self.next_poll = next_poll
         self.interval = interval
         self.misses = 0
+        # A market order is due to fill at once; a resting limit or stop order
+        # is not, so only market orders are polled before a bar is released.
+        self.market = False
 
 
 class _Orders:
@@ -708,6 +711,9 @@ class AlpacaBroker:
         coid = order.client_order_id
         request = _order_request(order)
         created = self._orders.expect(coid, order.symbol, anyio.current_time())
+        track = self._orders.get(coid)
+        if track is not None:
+            track.market = order.order_type == "market"
         self._poke()
         uncertain = False  # an earlier attempt may have reached the broker
         last: _Transient | None = None
@@ -960,8 +966,14 @@ class AlpacaBroker:
             await self._send(self._orders.on_state(order, now))
 
     async def sync(self, symbols: Collection[str]) -> None:
-        """Poll our open orders in ``symbols`` now (see the Broker port)."""
-        live = [t.coid for t in self._orders.live() if t.symbol in symbols]
+        """Poll our open *market* orders in ``symbols`` now (see the Broker port).
+
+        Resting limit and stop orders are not polled here: nothing says they
+        traded, and polling every one of them on every bar would spend the
+        200 requests a minute; their fills come on the stream (or the regular
+        polling) and risk's order_pending rule covers the gap.
+        """
+        live = [t.coid for t in self._orders.live() if t.market and t.symbol in symbols]
         for coid in live:
             await self._poll(coid)
 

@@ -34,6 +34,36 @@ class RollingMean:
         return self._sum / self._n
 
 
+class RollingSum:
+    """Exact sum of the last ``n`` prices, in integer millionths.
+
+    Comparing two moving averages of prices on a cent grid, float running
+    sums leave ~1e-15 of noise where the averages are exactly equal, and a
+    strict "crosses above" rule then fires on noise. Summing integers keeps
+    every comparison exact (prices are taken to 6 decimals, which every data
+    source here has at most).
+    """
+
+    __slots__ = ("_buf", "_n", "_sum")
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._buf: deque[int] = deque()
+        self._sum = 0
+
+    def push(self, x: float) -> int | None:
+        """Add a price; return the exact window sum (in millionths) once full."""
+        v = round(x * 1_000_000)
+        buf = self._buf
+        buf.append(v)
+        self._sum += v
+        if len(buf) > self._n:
+            self._sum -= buf.popleft()
+        if len(buf) < self._n:
+            return None
+        return self._sum
+
+
 class RollingExtreme:
     """Highest (or lowest) of the last ``n`` values, with a monotonic deque."""
 

@@ -2,6 +2,8 @@
 
 Enter long when the fast SMA crosses strictly above the slow one (previous
 bar fast < slow, this bar fast > slow); exit when it crosses strictly below.
+The comparison is exact (integer sums of prices in millionths): equal
+averages are equal, not a cross decided by rounding noise.
 With ``long_short`` the exit goes short instead of flat. The target weight is
 ``weight`` (default 1.0: all equity, bought as a notional market order at the
 next open in whole shares).
@@ -15,7 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from trader.messages import BarClosed
-from trader.strategies.indicators import RollingMean
+from trader.strategies.indicators import RollingSum
 
 
 class SmaCrossParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,9 +42,9 @@ class _State:
     __slots__ = ("fast", "prev_diff", "slow")
 
     def __init__(self, p: SmaCrossParams) -> None:
-        self.fast = RollingMean(p.fast)
-        self.slow = RollingMean(p.slow)
-        self.prev_diff: float | None = None
+        self.fast = RollingSum(p.fast)
+        self.slow = RollingSum(p.slow)
+        self.prev_diff: int | None = None
 
 
 class SmaCross:
@@ -62,7 +64,9 @@ class SmaCross:
         slow = st.slow.push(bar.close)
         if fast is None or slow is None:
             return None
-        diff = fast - slow
+        # sign(fast_sum/fast_n - slow_sum/slow_n), exactly, in integers.
+        p = self.params
+        diff = fast * p.slow - slow * p.fast
         prev, st.prev_diff = st.prev_diff, diff
         if prev is None:
             return None
