@@ -37,6 +37,7 @@ from trader.messages import (
     ReconciliationDone,
     ResumeTrading,
     RiskStateChanged,
+    ScorerStateChanged,
     SignalEmitted,
     SignalScored,
     SubmitOrder,
@@ -89,6 +90,7 @@ SAMPLE: list[AnyMessage] = [
     *SAMPLE_V1,
     # Types added after v1 go here (they cannot be in the v1 file).
     FeedStatusChanged(ts_ns=T0, status="stale", reason="no data for 120s", dropped_invalid=3),
+    ScorerStateChanged(ts_ns=T0, state="rule_only", reason="no model configured"),
 ]
 
 

@@ -101,6 +101,7 @@ def _daemon_config(tmp: Path, sandbox: SandboxProcess) -> Path:
 [run]
 db = "{tmp / 'journal.db'}"
 shutdown_deadline_s = 10.0
+control_socket = "{tmp / 'c.sock'}"
 [alpaca]
 trading_url = "{url}"
 data_url = "{url}"

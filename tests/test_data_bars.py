@@ -311,9 +311,7 @@ def test_skip_mode_cache_keeps_the_skip_counts(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("garbage", [b"", b"not a zip file", b"PK\x03\x04truncated"])
-def test_corrupt_cache_is_ignored_and_rebuilt(
-    tmp_path: Path, garbage: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path: Path, garbage: bytes) -> None:
     """An unreadable cache entry is parsed around and then rewritten."""
     path = _write(tmp_path / "c.csv", HEADER + GOOD_BEFORE)
     cache_dir = tmp_path / "cache"

@@ -22,6 +22,7 @@ def _start(tmp_path: Path, speed: float) -> tuple[subprocess.Popen[str], Path]:
     cfg = tmp_path / "run.toml"
     cfg.write_text(
         f'[run]\ndb = "{db}"\nshutdown_deadline_s = 10.0\n'
+        f'control_socket = "{tmp_path / "c.sock"}"\n'
         f'[data]\ndir = "{data}"\n'
         f"[replay]\nspeed = {speed}\n"
         '[strategy]\nname = "sma_cross"\nparams = { fast = 2, slow = 5 }\n'

@@ -9,6 +9,7 @@ Exit codes (a contract; see README.md):
 3     restart budget exhausted: an actor kept crashing
 4     data error (a bad data file; the message names file:line)
 5     interrupted: a second signal cut the shutdown drain short
+6     halt/resume/flatten: no daemon took the command (none on the socket, or stopping)
 ====  ==========================================================
 """
 
@@ -32,6 +33,7 @@ EXIT_USAGE = 2
 EXIT_RESTARTS = 3
 EXIT_DATA = 4
 EXIT_INTERRUPTED = 5
+EXIT_UNREACHABLE = 6
 
 log = structlog.get_logger("trader.cli")
 
@@ -86,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbol", help="symbol to chart (default: the first traded)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("train", help="train the ML scorer on the strategy's historical signals")
+    _add_config_args(p, "config/replay.toml")
+    p.add_argument("--data", help="data directory (overrides data.dir)")
+    p.add_argument("--out", default="models", help="model registry directory (default models/)")
+    p.set_defaults(handler=_cmd_train)
+
+    for name, text in (
+        ("halt", "stop new orders in the running daemon and cancel its open entries"),
+        ("resume", "let the running daemon trade again (clears every breaker)"),
+        ("flatten", "close every position of the running daemon at market "
+                    "(the trading state is unchanged: halt first to stop re-entries)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_config_args(p, "config/sandbox.toml")
+        p.add_argument("--socket", help="control socket (default: the config's run.control_socket)")
+        p.add_argument("--reason", default="operator", help="why, for the journal and the logs")
+        p.set_defaults(handler=_cmd_control, control=name)
 
     _add_optional_commands(sub)
     return parser
@@ -176,14 +196,44 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from trader.http import Ops
     from trader.runner import run_live, run_replay
 
     config = _load(args)
+    # Metrics, /healthz, /readyz, /status and systemd notification ([http]).
+    ops = Ops(config.http)
     if config.feed.kind == "replay":
         # A paper simulation: the replay feed paced by replay.speed against the
         # simulated broker. Same graph, same journal.
-        return _run_graph_main(lambda: run_replay(config, install_signal_handlers=True))
-    return _run_graph_main(lambda: run_live(config, install_signal_handlers=True))
+        # It is a daemon all the same: operator commands, and a trading state
+        # that survives a restart.
+        return _run_graph_main(lambda: run_replay(
+            config, install_signal_handlers=True, ops=ops, restore_risk_state=True,
+            control_socket=config.run.control_socket or None))
+    return _run_graph_main(lambda: run_live(
+        config, install_signal_handlers=True, ops=ops,
+        control_socket=config.run.control_socket or None))
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    from trader.control import send_command
+    from trader.errors import ControlUnavailable
+
+    path = args.socket
+    if not path:
+        path = load_config(args.config, args.overrides).run.control_socket
+        if not path:
+            raise ConfigError(f"{args.config}: $.run.control_socket: empty: no control socket")
+    try:
+        answer = send_command(path, args.control, args.reason)
+    except ControlUnavailable as exc:
+        print(f"trader: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if answer != "ok":  # e.g. the daemon is shutting down: it did not take the command
+        print(f"trader: the daemon answered: {answer}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(answer)
+    return EXIT_OK
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -272,6 +322,15 @@ def _print_results(
         print(results.summary_json(summary, res.run_id))
     else:
         print(results.summary_text(summary))
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    # CPU-bound and synchronous: this process is the worker (no event loop here).
+    from trader.ml.train import format_report, train
+
+    config = _load(args, [f'data.dir="{args.data}"'] if args.data else [])
+    print(format_report(train(config, out_dir=args.out)))
     return EXIT_OK
 
 

@@ -47,11 +47,15 @@ class RunConfig(_Section, frozen=True, kw_only=True):
         shutdown_deadline_s: seconds the orderly drain may take on SIGTERM
             (default 10); systemd's TimeoutStopSec must be longer.
         log_level: default log level (``info``).
+        control_socket: Unix socket on which ``trader run`` takes operator
+            commands (``trader halt``, ``resume``, ``flatten``; default
+            ``runs/trader.sock``, mode 600). Empty: no control socket.
     """
 
     db: str = "runs/trader.db"
     shutdown_deadline_s: PositiveFloat = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    control_socket: str = "runs/trader.sock"
 
 
 class DataConfig(_Section, frozen=True, kw_only=True):
@@ -140,24 +144,86 @@ class BrokerConfig(_Section, frozen=True, kw_only=True):
 
 
 class RiskConfig(_Section, frozen=True, kw_only=True):
-    """``[risk]``: the minimal pre-trade rules.
+    """``[risk]``: sizing, pre-trade limits and circuit breakers (trader/risk_checks.py).
+
+    Every limit is off at 0 (the default), so a config without ``[risk]``
+    limits trades exactly as before they existed.
 
     Attributes:
         sizing: ``target_weight`` (the signal's weight of equity, default),
-            ``fixed_notional`` or ``fixed_fraction``.
-        fixed_notional_usd: order size for ``fixed_notional``.
-        fixed_fraction: fraction of equity for ``fixed_fraction``.
+            ``fixed_notional``, ``fixed_fraction`` or ``volatility_target``
+            (``risk_per_position_usd / (ATR x atr_multiple)`` whole shares).
+            With a scorer probability ``p``, the target is scaled by ``p``
+            (trader/sizing.py).
+        fixed_notional_usd: order size for ``fixed_notional`` (default 10000).
+        fixed_fraction: fraction of equity for ``fixed_fraction`` (default 0.1).
+        risk_per_position_usd: dollars a position may lose over
+            ``atr_multiple`` ATRs, for ``volatility_target`` (default 1000).
+        atr_period_bars: bars in the ATR (Wilder's smoothing; default 14).
+        atr_multiple: the k in ``ATR x k`` (default 2).
         max_position_shares: the most shares per symbol (0 = no limit).
         max_position_notional_usd: the most dollars per symbol (0 = no limit).
+        max_order_notional_usd: the most dollars one order that does not
+            shrink a position may be worth (0 = no limit).
+        max_gross_exposure_pct: sum of |position values| as a percent of
+            equity, e.g. 100 = 1x (0 = no limit).
+        max_net_exposure_pct: |sum of position values| as a percent of
+            equity (0 = no limit).
+        max_open_orders: orders open at once, all symbols (0 = no limit).
+        max_orders_per_minute: orders in any 60 s of message time, all
+            symbols (0 = no limit).
+        max_orders_per_minute_per_symbol: the same for one symbol (0 = no limit).
+        price_collar_pct: deny an order whose price (its limit, or the price
+            its signal was made at) is more than this percent away from the
+            last trade (0 = no collar).
+        duplicate_window_s: deny a second order of the same symbol and side
+            within this many seconds of message time (0 = off).
         allow_short: whether a negative target may open a short (default false).
+        max_drawdown_pct: HALT when equity, marked at every bar, falls this
+            percent below its high-water mark (0 = off).
+        daily_loss_limit_usd: HALT when equity falls this many dollars below
+            its mark at the start of the session (0 = off).
+        flatten_on_halt: when the drawdown or daily-loss breaker halts, also
+            close every position at market (default false).
+        on_stale_feed: the state a stale market-data feed forces:
+            ``REDUCING`` (default), ``HALTED``, or ``ACTIVE`` (ignore).
+        auto_resume: return to ACTIVE by itself when a breaker's condition
+            clears (the feed reconnects, a new session starts, the kill-switch
+            file is removed). Default false: an operator resumes
+            (``trader resume``). The drawdown breaker never resumes by itself.
+        kill_switch_file: if this file exists, HALT (checked at every bar
+            batch; "" = no kill switch, the default).
     """
 
-    sizing: Literal["target_weight", "fixed_notional", "fixed_fraction"] = "target_weight"
+    sizing: Literal["target_weight", "fixed_notional", "fixed_fraction", "volatility_target"] = (
+        "target_weight"
+    )
     fixed_notional_usd: NonNegativeFloat = 10_000.0
     fixed_fraction: Fraction = 0.1
+    risk_per_position_usd: NonNegativeFloat = 1_000.0
+    atr_period_bars: PositiveInt = 14
+    atr_multiple: PositiveFloat = 2.0
     max_position_shares: Annotated[int, Meta(ge=0)] = 0
     max_position_notional_usd: NonNegativeFloat = 0.0
+    max_order_notional_usd: NonNegativeFloat = 0.0
+    max_gross_exposure_pct: NonNegativeFloat = 0.0
+    max_net_exposure_pct: NonNegativeFloat = 0.0
+    max_open_orders: Annotated[int, Meta(ge=0)] = 0
+    max_orders_per_minute: Annotated[int, Meta(ge=0)] = 0
+    max_orders_per_minute_per_symbol: Annotated[int, Meta(ge=0)] = 0
+    price_collar_pct: NonNegativeFloat = 0.0
+    duplicate_window_s: NonNegativeFloat = 0.0
     allow_short: bool = False
+    max_drawdown_pct: Annotated[float, Meta(ge=0.0, le=100.0)] = 0.0
+    daily_loss_limit_usd: NonNegativeFloat = 0.0
+    flatten_on_halt: bool = False
+    on_stale_feed: Literal["ACTIVE", "REDUCING", "HALTED"] = "REDUCING"
+    auto_resume: bool = False
+    kill_switch_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.sizing == "volatility_target" and not self.risk_per_position_usd:
+            raise ValueError("volatility_target sizing needs risk_per_position_usd > 0")
 
 
 class ChannelsConfig(_Section, frozen=True, kw_only=True):
@@ -263,6 +329,70 @@ class SandboxConfig(_Section, frozen=True, kw_only=True):
     port: Annotated[int, Meta(ge=0, le=65535)] = 0
 
 
+class ScorerTrainConfig(_Section, frozen=True, kw_only=True):
+    """``[scorer.train]``: how ``trader train`` labels and validates (see trader.ml).
+
+    Attributes:
+        estimator: ``hgb`` (HistGradientBoostingClassifier, default) or
+            ``logreg`` (the logistic baseline); the one saved. Both are always
+            validated and reported.
+        take_profit_atr: take-profit barrier in ATR14 multiples from the entry
+            (default 2.0).
+        stop_loss_atr: stop-loss barrier in ATR14 multiples (default 2.0).
+        max_bars: time barrier in bars from the entry bar (default 10).
+        folds: walk-forward test folds (default 4; the data is cut in folds + 1).
+        embargo_bars: bars left between the end of every training label and
+            the first test signal (default 5).
+        min_samples: fewer labeled signals than this is a data error (default 50).
+    """
+
+    estimator: Literal["hgb", "logreg"] = "hgb"
+    take_profit_atr: PositiveFloat = 2.0
+    stop_loss_atr: PositiveFloat = 2.0
+    max_bars: PositiveInt = 10
+    folds: Annotated[int, Meta(ge=2)] = 4
+    embargo_bars: Annotated[int, Meta(ge=0)] = 5
+    min_samples: PositiveInt = 50
+
+
+class ScorerConfig(_Section, frozen=True, kw_only=True):
+    """``[scorer]``: the ML gate between strategy and risk (DESIGN.md, the scorer).
+
+    Attributes:
+        model: a model manifest (``models/sma-daily-v1.json``) or registry
+            dir + id (``models/sma-daily-v1``), relative to the working
+            directory. Empty (default): no model, signals pass unscored.
+        threshold: a signal passes when the model's probability is >= this
+            (default 0.5).
+        on_model_error: what happens without a usable model (none configured,
+            a failed integrity check, a failed prediction): ``pass`` (default,
+            rule-only: signals pass unscored) or ``drop`` (no trade: signals
+            that open or change exposure are refused; exits always pass).
+        train: labeling and validation for ``trader train``.
+    """
+
+    model: str = ""
+    threshold: Fraction = 0.5
+    on_model_error: Literal["pass", "drop"] = "pass"
+    train: ScorerTrainConfig = ScorerTrainConfig()
+
+
+class HttpConfig(_Section, frozen=True, kw_only=True):
+    """``[http]``: the operations endpoint of ``trader run`` (metrics, health, status).
+
+    Attributes:
+        enabled: serve it (default true; ``trader replay`` never does).
+        listen: ``host:port`` to bind (default ``127.0.0.1:9108``: local only;
+            a container sets ``0.0.0.0:9108``). Port 0 picks a free port.
+        max_loop_lag_s: ``/healthz`` fails when the event loop was late by more
+            than this many seconds at its last check (default 2).
+    """
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+    max_loop_lag_s: PositiveFloat = 2.0
+
+
 class Config(_Section, frozen=True, kw_only=True):
     """The whole file. Every section is optional and has safe defaults."""
 
@@ -277,6 +407,8 @@ class Config(_Section, frozen=True, kw_only=True):
     alpaca: AlpacaConfig = AlpacaConfig()
     feed: LiveFeedConfig = LiveFeedConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    http: HttpConfig = HttpConfig()
+    scorer: ScorerConfig = ScorerConfig()
 
     @property
     def strategy_instance(self) -> str:

@@ -14,7 +14,10 @@ decide::
     │   └── BrokerRejected       definite: the broker said no (becomes OrderRejected)
     ├── InvariantViolation       a fill for an unknown order, a ledger that does not add up
     │   └── ReconciliationMismatch
-    └── RestartBudgetExhausted   the supervisor gave up; exit code 3
+    ├── RestartBudgetExhausted   the supervisor gave up; exit code 3
+    ├── ControlUnavailable       no daemon answered on the control socket; exit code 6
+    └── ModelIntegrityError      a scorer model whose artifact or features do not match
+                                 its manifest; the scorer degrades (DESIGN.md)
 """
 
 from __future__ import annotations
@@ -58,9 +61,25 @@ class ReconciliationMismatch(InvariantViolation):
     """Our journal and the broker disagree in a way we cannot adopt."""
 
 
+class ControlUnavailable(TraderError):
+    """No daemon answered on the control socket (not running, or another path)."""
+
+
 class RestartBudgetExhausted(TraderError):
     """A child crashed more often than the restart intensity allows."""
 
     def __init__(self, child: str, restarts: int, period: float) -> None:
         super().__init__(f"{child} crashed {restarts} times within {period:g}s; giving up")
         self.child = child
+
+
+class ModelIntegrityError(TraderError):
+    """A scorer model cannot be trusted; the message names the file and the mismatch.
+
+    Raised for a missing or unreadable manifest or artifact, an artifact whose
+    sha256 differs from its manifest, or a feature list other than
+    :data:`trader.ml.features.FEATURE_NAMES`.
+
+    Not an :class:`InvariantViolation`: the scorer survives it by applying its
+    degradation rule (``[scorer] on_model_error``) rather than crashing.
+    """

@@ -5,8 +5,8 @@
       ┌──────┐ BarsClosed ┌──────────┐ SignalEmitted ┌────────┐ SignalScored ┌──────┐
       │ feed │───────────▶│ strategy │──────────────▶│ scorer │─────────────▶│ risk │
       └──────┘            └──────────┘               └────────┘              └──────┘
-         ▲   BatchCut (replay) │  │ BarsClosed (the bars it has seen)         ▲  │
-         └─────────────────────┘  └───────────────────────────────────────────┘  │
+         ▲   BatchCut (replay) │  │ BarsClosed (seen)    ▲                    ▲  │
+         └─────────────────────┘  └──────────────────────┴────────────────────┘  │
                                                            SubmitOrder, CancelOrder
                       PositionChanged ◀── risk                                   ▼
                                                                           ┌───────────┐
@@ -14,6 +14,9 @@
                        (to risk; positions also to strategy)              └───────────┘
 
     every message ──▶ recorder (the journal)
+
+The strategy forwards the bars it has seen to risk (marking) and to the scorer
+(features), always before the signals those bars caused.
 
 Live and replay build this same graph; :class:`Adapters` carries what differs:
 the feed, the clock and the broker. Start order is recorder → execution →
@@ -70,12 +73,14 @@ from trader.messages import (
     ReconciliationDone,
     ResumeTrading,
     RiskStateChanged,
+    ScorerStateChanged,
     SignalEmitted,
     SignalScored,
     SubmitOrder,
 )
 from trader.strategies import build as build_strategy
 from trader.supervisor import ChildSpec, RestartBudget, Supervisor
+from trader.trading_state import TradingStateMachine
 
 log = structlog.get_logger("trader.graph")
 
@@ -88,11 +93,13 @@ _ORDER_EVENTS = (
 ROUTES: Mapping[str, Mapping[type[Message], tuple[str, ...]]] = {
     "feed": {BarsClosed: ("strategy",), FeedStatusChanged: ("risk",)},
     "strategy": {
-        BarsClosed: ("risk",),
+        # The scorer computes its features from the bars the strategy has seen,
+        # delivered before the signals they caused (FIFO per inbox).
+        BarsClosed: ("risk", "scorer"),
         SignalEmitted: ("scorer",),
         BatchCut: ("feed",),
     },
-    "scorer": {SignalScored: ("risk",)},
+    "scorer": {SignalScored: ("risk",), ScorerStateChanged: ()},
     "risk": {
         SubmitOrder: ("execution",),
         CancelOrder: ("execution",),
@@ -119,6 +126,9 @@ _TRACKED = ("strategy", "scorer", "risk", "execution")
 
 
 FeedFactory = Callable[["Graph"], Actor]
+
+#: Called after each journal commit with the batch and the seconds it took (metrics).
+OnJournalCommit = Callable[[Sequence[JournalRecord], float], None]
 
 
 class Adapters(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,8 +157,14 @@ class Graph:
         inflight: InFlight | None = None,
         known_orders: Callable[[], list[KnownOrder]] | None = None,
         warmup: Sequence[BarClosed] = (),
+        on_journal_commit: OnJournalCommit | None = None,
+        risk_state: str = "ACTIVE",
     ) -> None:
         self._known_orders = known_orders
+        # The trading state and breaker marks outlive risk restarts (like the
+        # replay cursor outlives the feed); risk_state is the journal's, at start.
+        self.trading_state = TradingStateMachine(risk_state)
+        self._on_journal_commit = on_journal_commit
         self._warmup = tuple(warmup)
         self.config = config
         self.adapters = adapters
@@ -171,6 +187,7 @@ class Graph:
         self.run_info = run
         self._db_path = db_path
         self._stop = anyio.Event()
+        self._ready = anyio.Event()
         self.finished = False
         self.interrupted = False
         self.ready = False
@@ -200,7 +217,7 @@ class Graph:
 
         def recorder() -> Actor:
             return Recorder(self.journal, path=self._db_path, run=self.run_info,
-                            commits=self.commits)
+                            commits=self.commits, on_commit=self._on_journal_commit)
 
         def execution() -> Actor:
             return ExecutionActor(self.inboxes["execution"], self.outbox("execution"),
@@ -208,10 +225,14 @@ class Graph:
                                   known_orders=self._known_orders)
 
         def risk() -> Actor:
-            return RiskActor(self.inboxes["risk"], self.outbox("risk"), config=cfg.risk)
+            return RiskActor(self.inboxes["risk"], self.outbox("risk"), config=cfg.risk,
+                             instance=cfg.strategy_instance,
+                             trading_state=self.trading_state, clock=adapters.clock)
 
         def scorer() -> Actor:
-            return ScorerActor(self.inboxes["scorer"], self.outbox("scorer"))
+            return ScorerActor(self.inboxes["scorer"], self.outbox("scorer"),
+                               config=cfg.scorer, now_ns=adapters.clock.now_ns,
+                               warmup=self._warmup)
 
         def strategy() -> Actor:
             # A fresh strategy per incarnation: its state is rebuilt from the
@@ -252,6 +273,19 @@ class Graph:
         self.finished = True
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (or the data ended): the graph is draining."""
+        return self._stop.is_set()
+
+    async def wait_stopping(self) -> None:
+        """Return once a stop has been requested."""
+        await self._stop.wait()
+
+    async def wait_ready(self) -> None:
+        """Return once every actor has started (never, if start-up fails)."""
+        await self._ready.wait()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped, then drain in order.
 
@@ -261,6 +295,7 @@ class Graph:
         async with anyio.create_task_group() as tg:
             await tg.start(self.supervisor.run)
             self.ready = True
+            self._ready.set()
             log.info("graph ready", actors=list(START_ORDER), mode=self.adapters.mode)
             task_status.started()
             await self._stop.wait()
@@ -302,16 +337,22 @@ def build_graph(
     inflight: InFlight | None = None,
     known_orders: Callable[[], list[KnownOrder]] | None = None,
     warmup: Sequence[BarClosed] = (),
+    on_journal_commit: OnJournalCommit | None = None,
+    risk_state: str = "ACTIVE",
 ) -> Graph:
     """Wire the graph for ``config`` with the given adapters.
 
     Args:
         known_orders: what the journal last saw open, for reconciliation (live).
-        warmup: bars each new strategy incarnation replays silently to rebuild
-            its indicators (live restarts; empty in replay).
+        warmup: bars each new strategy (and scorer) incarnation replays silently
+            to rebuild its indicators (live restarts; empty in replay).
+        on_journal_commit: told about every committed journal batch (trader.metrics).
+        risk_state: the trading state to start in (``journal.last_risk_state``
+            for a restarting daemon; ACTIVE for a backtest).
     """
     return Graph(config, adapters, run, db_path=db_path or config.run.db, inflight=inflight,
-                 known_orders=known_orders, warmup=warmup)
+                 known_orders=known_orders, warmup=warmup,
+                 on_journal_commit=on_journal_commit, risk_state=risk_state)
 
 
 def route_table() -> Sequence[tuple[str, str, str]]:

@@ -7,12 +7,13 @@ read across runs, because a daemon's restart is a new run in the same file.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import msgspec
 
 from trader.actors.recorder import connect_readonly
-from trader.messages import BarClosed, BarsClosed, decode
+from trader.messages import BarClosed, BarsClosed, RiskStateChanged, decode
 
 OPEN_STATES = ("pending_new", "new", "partially_filled")
 
@@ -121,3 +122,26 @@ def _has_table(db: object, name: str) -> bool:
     return db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ).fetchone() is not None
+
+
+def last_risk_state(db_path: str | Path) -> str:
+    """The trading state risk last journaled, across every run in the file.
+
+    ``"ACTIVE"`` when the file, the journal or any ``RiskStateChanged`` is
+    missing. Runs are ordered by their start, records within a run by time
+    (risk stamps its state changes in time order) and sequence.
+    """
+    if not Path(db_path).exists():
+        return "ACTIVE"
+    with contextlib.closing(connect_readonly(db_path)) as db:
+        if not (_has_table(db, "journal") and _has_table(db, "runs")):
+            return "ACTIVE"
+        row = db.execute(
+            "SELECT j.body FROM journal j JOIN runs r ON r.run_id = j.run_id "
+            "WHERE j.type = 'RiskStateChanged' "
+            "ORDER BY r.started_wall_ns DESC, j.ts_ns DESC, j.seq DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return "ACTIVE"
+    msg = decode(row[0])
+    return msg.state if isinstance(msg, RiskStateChanged) else "ACTIVE"

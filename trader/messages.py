@@ -104,6 +104,22 @@ class SignalScored(Message, frozen=True, kw_only=True):
     passed: bool = True
 
 
+ScorerState = Literal["scoring", "rule_only", "no_trade"]
+
+
+class ScorerStateChanged(Message, frozen=True, kw_only=True):
+    """The scorer started or stopped gating signals with a model, and why.
+
+    ``scoring``: the model scores signals. ``rule_only``: no usable model,
+    signals pass unscored. ``no_trade``: no usable model, signals that open or
+    change exposure are refused (exits pass). See DESIGN.md, the scorer.
+    """
+
+    state: ScorerState
+    reason: str
+    model_id: str | None = None
+
+
 # --- orders --------------------------------------------------------------------
 
 
@@ -291,6 +307,7 @@ AnyMessage: TypeAlias = (
     | FlattenAll
     | ReconciliationDone
     | FeedStatusChanged
+    | ScorerStateChanged
 )
 
 # One codec for the journal; msgpack is compact and msgspec decodes it straight

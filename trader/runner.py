@@ -16,13 +16,13 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 import structlog
 
-from trader import __version__, calendar
+from trader import __version__, calendar, control
 from trader.actors.base import Actor
 from trader.actors.recorder import RunInfo
 from trader.brokers.simulated import Exchange, SimulatedBroker
@@ -30,10 +30,14 @@ from trader.channels import Channel, InFlight
 from trader.clock import Clock, ReplayClock
 from trader.config import Config
 from trader.data.bars import load_dir
+from trader.data.store import check_adjustments
 from trader.errors import ConfigError
 from trader.graph import Adapters, Graph, build_graph
 from trader.messages import BarsClosed, Message
 from trader.replay import Cursor, MergedBars, ReplayFeed
+
+if TYPE_CHECKING:
+    from trader.http import Ops
 
 log = structlog.get_logger("trader.runner")
 
@@ -78,14 +82,26 @@ async def run_replay(
     on_progress: Callable[[int, int], None] | None = None,
     on_graph: Callable[[Graph], None] | None = None,
     install_signal_handlers: bool = False,
+    ops: Ops | None = None,
+    control_socket: str | None = None,
+    restore_risk_state: bool = False,
 ) -> ReplayOutcome:
     """Replay ``config.data`` through the graph with the simulated broker.
+
+    ``ops`` (``trader run`` only): metrics, the HTTP endpoint and systemd
+    notification, served for as long as the graph runs.
+
+    ``control_socket`` and ``restore_risk_state`` (``trader run`` only): serve
+    operator commands (trader.control) and start in the trading state the
+    journal at the db path last recorded, like a restarting daemon.
 
     Raises:
         DataError: a bad data file (with file:line).
         ConfigError: bad dates or strategy parameters.
         RestartBudgetExhausted: an actor kept crashing.
     """
+    # Adjusted and unadjusted prices of one symbol must never meet in a replay.
+    check_adjustments(Path(config.data.dir))
     tables, reports = load_dir(
         Path(config.data.dir),
         on_bad_row=config.data.on_bad_row,
@@ -109,6 +125,14 @@ async def run_replay(
     broker = SimulatedBroker(exchange, updates, clock)
     cursor = Cursor()
     speed = None if config.replay.speed == "max" else float(config.replay.speed)
+    batch_bars = config.replay.batch_bars
+    risk = config.risk
+    if risk.flatten_on_halt and (risk.max_drawdown_pct or risk.daily_loss_limit_usd):
+        # A breaker that flattens sends orders at the bar where it trips; in a
+        # batch of many timestamps they would reach the market only after the
+        # batch's last bar. One timestamp per batch keeps fills independent of
+        # batch_bars (DESIGN.md: batching only where it cannot change semantics).
+        batch_bars = 1
 
     def feed(graph: Graph) -> Actor:
         return ReplayFeed(
@@ -119,7 +143,7 @@ async def run_replay(
             inflight=graph.inflight,
             broker=broker,
             clock=clock,
-            batch_bars=config.replay.batch_bars,
+            batch_bars=batch_bars,
             speed=speed,
             on_finished=graph.feed_finished,
             on_progress=on_progress,
@@ -140,12 +164,15 @@ async def run_replay(
         run,
         db_path=path,
         inflight=inflight,
+        on_journal_commit=ops.metrics.on_commit if ops is not None else None,
+        risk_state=_last_risk_state(path) if restore_risk_state else "ACTIVE",
     )
     if on_graph is not None:
         on_graph(graph)
     log.info("replay starting", run_id=run.run_id, bars=len(merged), symbols=len(merged.symbols),
              db=path, strategy=config.strategy.name)
-    await run_until_stopped(graph, install_signal_handlers=install_signal_handlers)
+    await run_until_stopped(graph, install_signal_handlers=install_signal_handlers, ops=ops,
+                            control_socket=control_socket)
     return ReplayOutcome(
         run_id=run.run_id,
         db_path=path,
@@ -170,6 +197,8 @@ async def run_live(
     install_signal_handlers: bool = False,
     on_graph: Callable[[Graph], None] | None = None,
     sandbox: Any = None,
+    ops: Ops | None = None,
+    control_socket: str | None = None,
 ) -> LiveOutcome:
     """Run the daemon against Alpaca (or the embedded sandbox) until stopped.
 
@@ -273,12 +302,16 @@ async def run_live(
             inflight=inflight,
             known_orders=lambda: known_open_orders(path),
             warmup=history,
+            on_journal_commit=ops.metrics.on_commit if ops is not None else None,
+            # A halted daemon stays halted across restarts until an operator resumes.
+            risk_state=_last_risk_state(path),
         )
         if on_graph is not None:
             on_graph(graph)
         log.info("daemon starting", run_id=run.run_id, symbols=symbols, db=path,
                  strategy=config.strategy_instance, warmup_bars=len(history))
-        await run_until_stopped(graph, install_signal_handlers=install_signal_handlers)
+        await run_until_stopped(graph, install_signal_handlers=install_signal_handlers,
+                                ops=ops, control_socket=control_socket)
     return LiveOutcome(run_id=run.run_id, db_path=path)
 
 
@@ -300,12 +333,30 @@ class _SandboxClock:
             await anyio.sleep(0.05)
 
 
+def _last_risk_state(db_path: str) -> str:
+    from trader.journal import last_risk_state
+
+    state = last_risk_state(db_path)
+    if state != "ACTIVE":
+        log.warning("trading state restored from the journal; `trader resume` to trade",
+                    state=state, db=db_path)
+    return state
+
+
 class Interrupted(Exception):
     """A second signal arrived during the drain: stop now."""
 
 
-async def run_until_stopped(graph: Graph, *, install_signal_handlers: bool) -> None:
+async def run_until_stopped(
+    graph: Graph, *, install_signal_handlers: bool, ops: Ops | None = None,
+    control_socket: str | None = None,
+) -> None:
     """Run ``graph``; the first SIGTERM/SIGINT drains it, a second one cancels at once.
+
+    ``ops`` starts before the graph (``/healthz`` answers during start-up) and
+    stops after it has drained (``/metrics`` stays scrapeable meanwhile).
+    ``control_socket``: serve operator commands there (trader.control) for as
+    long as the graph runs.
 
     Raises:
         Interrupted: a second signal cut the drain short.
@@ -313,6 +364,10 @@ async def run_until_stopped(graph: Graph, *, install_signal_handlers: bool) -> N
     async with anyio.create_task_group() as tg:
         if install_signal_handlers:
             tg.start_soon(_watch_signals, graph, tg.cancel_scope)
+        if ops is not None:
+            await tg.start(ops.run, graph)
+        if control_socket:
+            await tg.start(control.serve, graph, control_socket)
         await graph.run()
         tg.cancel_scope.cancel()
     if graph.interrupted:

@@ -23,7 +23,9 @@ On shutdown it drains its queue and commits before returning.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,8 @@ class Recorder:
         linger_s: how long a small batch waits for company before it is
             written (group commit), unless a durable emit is waiting.
         max_batch: the most records in one transaction.
+        on_commit: called after each commit with the batch and the seconds the
+            write took (trader.metrics counts what was journaled from it).
     """
 
     name = "recorder"
@@ -199,7 +203,9 @@ class Recorder:
         commits: JournalCommits,
         linger_s: float = 0.02,
         max_batch: int = 50_000,
+        on_commit: Callable[[Sequence[JournalRecord], float], None] | None = None,
     ) -> None:
+        self._on_commit = on_commit
         self._linger_s = linger_s
         self._max_batch = max_batch
         self._inbox = inbox
@@ -255,10 +261,13 @@ class Recorder:
             finally:
                 # Taken from the inbox means written, even if we are being
                 # cancelled; and a cancellation must not tear a transaction.
+                started = time.perf_counter()
                 with anyio.CancelScope(shield=True):
                     await self._write(db, batch)
                 self._written += len(batch)
                 commits.advance(self._written)
+                if self._on_commit is not None:
+                    self._on_commit(batch, time.perf_counter() - started)
 
     async def _restore_sequences(self, db: aiosqlite.Connection) -> None:
         # After a restart within the same run, continue the per-key sequences.

@@ -2,33 +2,53 @@
 
 It keeps a mirror of the account (cash, positions, last prices) from the
 broker's reconciliation and from fills, turns scored signals into sized orders
-or denials, and marks equity at every bar timestamp.
+or denials, marks equity at every bar timestamp, and runs the trading state.
 
-Sizing turns a target weight into an order (see DESIGN.md, "Life of an order"):
+**Orders.** Sizing (:mod:`trader.sizing`) turns a target weight into a target
+value. An increase is a notional market buy (whole shares at the next open, as
+the broker rounds them), capped by buying power (cash less what open buys may
+spend) and the per-symbol limits; a decrease or a close is a share-quantity
+sell. Before sizing, :data:`~trader.risk_checks.GATES` decide whether the
+symbol may trade now; after it, :data:`~trader.risk_checks.CHECKS` vet the
+order. Every refusal is an ``OrderDenied`` with the first failing check's
+reason code; nothing is dropped silently.
 
-* ``target_weight``: hold ``weight x equity`` dollars of the symbol;
-* ``fixed_notional``: hold ``sign(weight) x fixed_notional_usd``;
-* ``fixed_fraction``: hold ``weight x fixed_fraction x equity``.
+**Trading state** (:mod:`trader.trading_state`): ACTIVE, REDUCING (only
+orders that shrink a position) or HALTED (none), set by breakers and the
+operator. The actor feeds it (bars' equity marks, the kill-switch file, the
+feed's status, ``HaltTrading``/``ResumeTrading``) and carries out what it
+decides: every change is journaled as a ``RiskStateChanged`` and logged, and
+entering HALTED cancels open entries (orders that would not shrink a
+position). The machine belongs to the graph, so it outlives a restart of this
+actor; the daemon starts in the state the journal last recorded.
 
-An increase is a notional market buy (whole shares at the next open, as the
-broker rounds them); a decrease or a close is a share-quantity sell. Buys are
-capped by buying power (cash less what open buy orders may spend) and by the
-per-symbol limits. Every refusal is an ``OrderDenied`` with a reason code.
+**Flatten.** ``FlattenAll`` (``trader flatten``), or a halt by the drawdown or
+daily-loss breaker with ``flatten_on_halt``, cancels open entries and sends a
+share-quantity market order closing what each position's open exits do not
+already close. An entry that fills before its cancel lands is closed too.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from bisect import bisect_right, insort
+
+import structlog
 
 from trader.actors.base import InboxActor, Outbox
 from trader.brokers.ledger import Ledger, Position
 from trader.channels import Channel
+from trader.clock import Clock
 from trader.config import RiskConfig
 from trader.messages import (
     AccountUpdated,
     BarsClosed,
+    CancelOrder,
     ClientOrderId,
     EquitySampled,
+    FeedStatusChanged,
+    FlattenAll,
     HaltTrading,
     Message,
     OrderAccepted,
@@ -39,28 +59,92 @@ from trader.messages import (
     OrderRejected,
     PositionChanged,
     ResumeTrading,
-    RiskStateChanged,
+    Side,
     SignalScored,
     SubmitOrder,
-    TradingState,
 )
 from trader.money import to_cents, value_cents
 from trader.orders import client_order_id
+from trader.risk_checks import (
+    CHECKS,
+    GATES,
+    MINUTE_NS,
+    Context,
+    Denial,
+    Intent,
+    first_denial,
+    shrinks,
+)
+from trader.sizing import Atr, target_cents
+from trader.trading_state import StateEvent, TradingStateMachine
+
+log = structlog.get_logger("trader.risk")
+
+class _Open:
+    """An order sent and not final, as risk tracks it."""
+
+    __slots__ = ("cancel_sent", "flatten_if_filled", "qty", "reduces", "side", "spend", "symbol")
+
+    def __init__(self, symbol: str, side: str, qty: float | None, spend: int, reduces: bool
+                 ) -> None:
+        self.symbol = symbol
+        self.side = side
+        self.qty = qty  # shares still open; None for a notional order
+        self.spend = spend  # cents a buy may still spend
+        self.reduces = reduces
+        self.cancel_sent = False
+        self.flatten_if_filled = False
 
 
 class RiskActor(InboxActor):
-    """Pre-trade checks, sizing and the account mirror."""
+    """Pre-trade checks, sizing, the trading state and the account mirror."""
 
     name = "risk"
 
-    def __init__(self, inbox: Channel[Message], outbox: Outbox, *, config: RiskConfig) -> None:
+    def __init__(
+        self,
+        inbox: Channel[Message],
+        outbox: Outbox,
+        *,
+        config: RiskConfig,
+        instance: str = "risk",
+        trading_state: TradingStateMachine | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """
+        Args:
+            instance: the strategy instance, for the client order ids of the
+                orders risk makes itself (flatten).
+            trading_state: the graph's, which outlives this incarnation; a
+                fresh one (ACTIVE) if None.
+            clock: stamps the state restored at start; messages carry their
+                own time otherwise.
+        """
         super().__init__(inbox, outbox)
         self._cfg = config
+        self._instance = instance
+        self._ts = trading_state or TradingStateMachine()
+        self._clock = clock
         self._ledger = Ledger(0)
-        self._state: TradingState = "ACTIVE"
-        # client order id -> (symbol, side, cents it may still spend)
-        self._open: dict[str, tuple[str, str, int]] = {}
+        self._synced = False
+        self._open: dict[str, _Open] = {}
         self._symbols_with_orders: dict[str, int] = {}
+        self._orders_ns: list[int] = []
+        self._symbol_orders_ns: dict[str, list[int]] = {}
+        self._last_intent_ns: dict[tuple[str, str], int] = {}
+        self._atr: dict[str, Atr] | None = {} if config.sizing == "volatility_target" else None
+        self._equity_breakers = bool(config.max_drawdown_pct or config.daily_loss_limit_usd)
+
+    @property
+    def state(self) -> str:
+        return self._ts.state
+
+    async def setup(self) -> None:
+        # A state restored from the journal is journaled again in this run,
+        # so the run's own journal says why it is not trading.
+        now = self._clock.now_ns() if self._clock is not None else 0
+        self._carry_out(StateEvent(self._ts.settle(now), False, now, ""))
+        await self._out.flush()
 
     def handle(self, msg: Message) -> None:
         match msg:
@@ -73,26 +157,41 @@ class RiskActor(InboxActor):
             case OrderAccepted():
                 if msg.client_order_id not in self._open:
                     # An order open at the broker when we (re)started.
-                    self._track(msg.client_order_id, msg.symbol, msg.side, 0)
+                    qty = msg.qty
+                    reduces = qty is not None and shrinks(
+                        self._ledger.qty(msg.symbol), msg.side, qty)
+                    self._track(msg.client_order_id, msg.symbol, msg.side, qty, 0, reduces)
             case OrderCanceled() | OrderRejected() | OrderExpired():
                 self._forget(msg.client_order_id)
             case AccountUpdated():
                 # The broker's truth at reconciliation.
                 self._ledger.cash_cents = msg.cash_cents
                 self._ledger.initial_cash_cents = msg.cash_cents
+                self._synced = True
             case PositionChanged():
                 pos = self._ledger.position(msg.symbol)
                 pos.qty = msg.qty
                 pos.cost_cents = value_cents(msg.qty, msg.avg_price)
                 self._ledger.last_price.setdefault(msg.symbol, msg.avg_price)
             case HaltTrading():
-                self._set_state("HALTED", msg.reason, msg.ts_ns)
+                self._carry_out(self._ts.trip("operator", "HALTED", _operator(msg.reason),
+                                              msg.ts_ns))
             case ResumeTrading():
-                self._set_state("ACTIVE", msg.reason, msg.ts_ns)
+                path = self._cfg.kill_switch_file
+                kill = path if path and os.path.exists(path) else ""
+                if kill:
+                    log.warning("resume refused while the kill-switch file exists", path=kill)
+                self._carry_out(self._ts.resume(_operator(msg.reason), msg.ts_ns,
+                                                kill_switch=kill))
+            case FlattenAll():
+                self._flatten(msg.ts_ns, _operator(msg.reason))
+            case FeedStatusChanged():
+                self._carry_out(self._ts.on_feed_status(msg.status, msg.reason, msg.ts_ns,
+                                                        self._cfg))
             case _:
                 pass
 
-    # --- marking -----------------------------------------------------------------
+    # --- marking and breakers -----------------------------------------------------
 
     def _on_bars(self, msg: BarsClosed) -> None:
         led = self._ledger
@@ -124,83 +223,200 @@ class RiskActor(InboxActor):
                 exposure_cents=tuple(exposure_list),
             )
         )
+        if self._atr is not None:
+            atrs, period = self._atr, self._cfg.atr_period_bars
+            for bar in bars:
+                atr = atrs.get(bar.symbol)
+                if atr is None:
+                    atr = atrs[bar.symbol] = Atr(period)
+                atr.update(bar.high, bar.low, bar.close)
+        if self._equity_breakers and self._synced:
+            for event in self._ts.check_equity(ts_list, equity_list, self._cfg):
+                self._carry_out(event)
+        path = self._cfg.kill_switch_file
+        if path:
+            self._carry_out(self._ts.check_kill_switch(path, os.path.exists(path), msg.ts_ns,
+                                                       self._cfg))
+
+    # --- the trading state ----------------------------------------------------------
+
+    def _carry_out(self, event: StateEvent | None) -> None:
+        """Journal and log a state change; cancel entries on HALTED; flatten if configured."""
+        if event is None:
+            return
+        change = event.change
+        if change is not None:
+            self._out.post(change)
+            (log.info if change.state == "ACTIVE" else log.warning)(
+                "trading state changed", state=change.state, previous=change.previous,
+                reason=change.reason)
+            if change.state == "HALTED":
+                self._cancel_entries(change.ts_ns, flatten_if_filled=False)
+        if event.breaker and self._cfg.flatten_on_halt:
+            self._flatten(event.ts_ns, event.reason)
+
+    def _cancel_entries(self, ts_ns: int, *, flatten_if_filled: bool) -> None:
+        for coid, order in self._open.items():
+            if order.reduces:
+                continue
+            order.flatten_if_filled = order.flatten_if_filled or flatten_if_filled
+            if not order.cancel_sent:
+                order.cancel_sent = True
+                self._out.post(CancelOrder(ts_ns=ts_ns, client_order_id=ClientOrderId(coid)))
+
+    def _flatten(self, ts_ns: int, reason: str) -> None:
+        self._cancel_entries(ts_ns, flatten_if_filled=True)
+        symbols = [s for s, p in self._ledger.positions.items() if p.qty]
+        log.warning("flattening every position", reason=reason, symbols=symbols)
+        for symbol in symbols:
+            self._flatten_symbol(symbol, ts_ns)
+
+    def _flatten_symbol(self, symbol: str, ts_ns: int) -> None:
+        qty = self._ledger.qty(symbol)
+        if not qty:
+            return
+        side: Side = "sell" if qty > 0 else "buy"
+        closing = sum(o.qty or 0.0 for o in self._open.values()
+                      if o.symbol == symbol and o.side == side and o.reduces)
+        left = round(abs(qty) - closing, 9)
+        if left <= 0:
+            return
+        coid = client_order_id(self._instance, symbol, ts_ns, "flatten")
+        if coid in self._open:
+            return  # already closing from this very instant
+        self._submit(ts_ns, self._instance, symbol, side, qty=left, intent="flatten",
+                     reduces=True)
 
     # --- sizing and checks -----------------------------------------------------------
+
+    def _exposure(self) -> tuple[int, int]:
+        """Gross and net exposure in cents at the last prices (one pass for both)."""
+        last = self._ledger.last_price
+        gross = net = 0
+        for s, p in self._ledger.positions.items():
+            if p.qty:
+                v = round(p.qty * last[s] * 100.0)  # money.value_cents, inlined: per position
+                gross += abs(v)
+                net += v
+        return gross, net
+
+    def _context(
+        self, symbol: str, side: str, ts_ns: int, gross: int, net: int
+    ) -> Context:
+        led = self._ledger
+        last = led.last_price
+        cutoff = ts_ns - MINUTE_NS
+        orders_ns = self._orders_ns
+        del orders_ns[: bisect_right(orders_ns, cutoff)]
+        symbol_ns = self._symbol_orders_ns.get(symbol, [])
+        del symbol_ns[: bisect_right(symbol_ns, cutoff)]
+        return Context(
+            state=self._ts.state,
+            equity_cents=led.cash_cents + net,
+            buying_power_cents=self._buying_power(),
+            position_qty=led.qty(symbol),
+            mark_price=last.get(symbol, 0.0),
+            gross_cents=gross,
+            net_cents=net,
+            open_orders=len(self._open),
+            symbol_open_orders=self._symbols_with_orders.get(symbol, 0),
+            orders_ns=orders_ns,
+            symbol_orders_ns=symbol_ns,
+            last_same_intent_ns=self._last_intent_ns.get((symbol, side)),
+        )
 
     def _on_signal(self, msg: SignalScored) -> None:
         sig = msg.signal
         if not msg.passed:
             return
+        cfg = self._cfg
         led = self._ledger
-        price = led.last_price.get(sig.symbol) or sig.price
-        pos = led.positions.get(sig.symbol) or Position(symbol=sig.symbol)
-        target_cents = self._target_cents(sig.target_weight, sig.strength)
-        if target_cents < 0 and not self._cfg.allow_short:
-            target_cents = 0
-        current_cents = value_cents(pos.qty, price)
-        delta = target_cents - current_cents
-        side = "buy" if delta > 0 else "sell"
-        if target_cents == 0 and pos.qty == 0:
+        symbol = sig.symbol
+        price = led.last_price.get(symbol) or sig.price
+        pos = led.positions.get(symbol) or Position(symbol=symbol)
+        atr = None
+        if self._atr is not None and symbol in self._atr:
+            atr = self._atr[symbol].value
+        gross, net = self._exposure()
+        # cash + net is the ledger's equity, without a second pass over positions.
+        target = target_cents(cfg, sig.target_weight, led.cash_cents + net, price, atr=atr,
+                              probability=msg.probability)
+        ts = sig.ts_ns
+        if target is None:
+            self._deny(ts, sig.strategy, symbol, "buy" if sig.target_weight > 0 else "sell", Denial(
+                "volatility_unknown", f"fewer than {cfg.atr_period_bars} bars for the ATR"))
+            return
+        if target < 0 and not cfg.allow_short:
+            target = 0
+        current = value_cents(pos.qty, price)
+        delta = target - current
+        side: Side = "buy" if delta > 0 else "sell"
+        if target == 0 and pos.qty == 0:
             return  # already flat: nothing to do, nothing to deny
-        if sig.symbol in self._symbols_with_orders:
-            self._deny(sig.ts_ns, sig.strategy, sig.symbol, side,
-                             "order_pending", "an order for this symbol is still open")
+        ctx = self._context(symbol, side, ts, gross, net)
+        reduces = abs(target) < abs(current) and target * current >= 0
+        gate = Intent(ts_ns=ts, symbol=symbol, side=side, qty=_shares(abs(delta), price),
+                      price=sig.price or price, notional_cents=abs(delta), reduces=reduces)
+        denial = first_denial(GATES, gate, ctx, cfg)
+        if denial is not None:
+            self._deny(ts, sig.strategy, symbol, side, denial)
             return
-        reduces = abs(target_cents) < abs(current_cents) and target_cents * current_cents >= 0
-        if self._state == "HALTED" or (self._state == "REDUCING" and not reduces):
-            self._deny(sig.ts_ns, sig.strategy, sig.symbol, side, "trading_state",
-                             f"trading state is {self._state}")
-            return
-        if target_cents == 0:
-            close_side = "sell" if pos.qty > 0 else "buy"
-            self._submit(sig.ts_ns, sig.strategy, sig.symbol, close_side, qty=abs(pos.qty))
-            return
-        if delta > 0:
-            delta = self._cap_position(delta, current_cents, price)
+        qty: float | None = None
+        notional: int | None = None
+        if target == 0:
+            side = "sell" if pos.qty > 0 else "buy"
+            qty = abs(pos.qty)
+        elif delta > 0:
+            delta, binding = self._cap_position(delta, current, price)
             if delta <= 0:
-                self._deny(sig.ts_ns, sig.strategy, sig.symbol, "buy", "max_position",
-                                 "position limit reached")
+                self._deny(ts, sig.strategy, symbol, "buy",
+                           Denial(binding, "position limit reached"))
                 return
             if delta > self._buying_power():
                 delta = self._buying_power()
             if delta < to_cents(price):
-                self._deny(sig.ts_ns, sig.strategy, sig.symbol, "buy",
-                                 "insufficient_buying_power",
-                                 f"buying power {self._buying_power() / 100:.2f} buys no share")
+                self._deny(ts, sig.strategy, symbol, "buy", Denial(
+                    "insufficient_buying_power",
+                    f"buying power {self._buying_power() / 100:.2f} buys no share"))
                 return
             if pos.qty < 0:  # covering a short: in shares, the remainder as notional later
-                self._submit(sig.ts_ns, sig.strategy, sig.symbol, "buy",
-                                   qty=float(math.floor(delta / 100 / price)))
+                qty = float(math.floor(delta / 100 / price))
             else:
-                self._submit(sig.ts_ns, sig.strategy, sig.symbol, "buy", notional=delta)
+                notional = delta
         elif delta < 0:
-            shares = float(math.floor(-delta / 100 / price))
-            if shares <= 0:
+            qty = float(math.floor(-delta / 100 / price))
+            if qty <= 0:
                 return
-            self._submit(sig.ts_ns, sig.strategy, sig.symbol, "sell", qty=shares)
+        else:
+            return
+        est = qty if qty is not None else _shares(notional or 0, price)
+        intent = Intent(
+            ts_ns=ts, symbol=symbol, side=side, qty=est, price=sig.price or price,
+            notional_cents=notional if notional is not None else value_cents(est, price),
+            reduces=shrinks(pos.qty, side, est),
+        )
+        denial = first_denial(CHECKS, intent, ctx, cfg)
+        if denial is not None:
+            self._deny(ts, sig.strategy, symbol, side, denial)
+            return
+        self._submit(ts, sig.strategy, symbol, side, qty=qty, notional=notional,
+                     reduces=intent.reduces)
 
-    def _target_cents(self, weight: float, strength: float) -> int:
+    def _cap_position(self, delta: int, current: int, price: float) -> tuple[int, str]:
         cfg = self._cfg
-        equity = self._ledger.equity_cents()
-        if cfg.sizing == "fixed_notional":
-            if weight == 0:
-                return 0
-            return int(math.copysign(to_cents(cfg.fixed_notional_usd), weight))
-        if cfg.sizing == "fixed_fraction":
-            return round(weight * cfg.fixed_fraction * equity)
-        return round(weight * equity)
-
-    def _cap_position(self, delta: int, current: int, price: float) -> int:
-        cfg = self._cfg
-        cap = delta
+        cap, binding = delta, ""
         if cfg.max_position_notional_usd:
-            cap = min(cap, to_cents(cfg.max_position_notional_usd) - current)
+            room = to_cents(cfg.max_position_notional_usd) - current
+            if room < cap:
+                cap, binding = room, "max_position_notional"
         if cfg.max_position_shares:
-            cap = min(cap, value_cents(float(cfg.max_position_shares), price) - current)
-        return cap
+            room = value_cents(float(cfg.max_position_shares), price) - current
+            if room < cap:
+                cap, binding = room, "max_position_shares"
+        return cap, binding
 
     def _buying_power(self) -> int:
-        reserved = sum(c for _, side, c in self._open.values() if side == "buy")
+        reserved = sum(o.spend for o in self._open.values() if o.side == "buy")
         return max(self._ledger.cash_cents - reserved, 0)
 
     def _submit(
@@ -208,38 +424,41 @@ class RiskActor(InboxActor):
         ts_ns: int,
         strategy: str,
         symbol: str,
-        side: str,
+        side: Side,
         *,
         qty: float | None = None,
         notional: int | None = None,
+        intent: str | None = None,
+        reduces: bool = False,
     ) -> None:
-        coid = client_order_id(strategy, symbol, ts_ns, side)
+        coid = client_order_id(strategy, symbol, ts_ns, intent or side)
         price = self._ledger.last_price.get(symbol, 0.0)
         spend = notional if notional is not None else value_cents(qty or 0.0, price)
-        self._track(coid, symbol, side, spend if side == "buy" else 0)
+        self._track(coid, symbol, side, qty, spend if side == "buy" else 0, reduces)
+        insort(self._orders_ns, ts_ns)
+        insort(self._symbol_orders_ns.setdefault(symbol, []), ts_ns)
+        self._last_intent_ns[(symbol, side)] = ts_ns
         self._out.post(
             SubmitOrder(
                 ts_ns=ts_ns,
                 client_order_id=coid,
                 strategy=strategy,
                 symbol=symbol,
-                side="buy" if side == "buy" else "sell",
+                side=side,
                 qty=qty,
                 notional_cents=notional,
                 signal_ts_ns=ts_ns,
             )
         )
 
-    def _deny(
-        self, ts_ns: int, strategy: str, symbol: str, side: str, code: str, reason: str
-    ) -> None:
+    def _deny(self, ts_ns: int, strategy: str, symbol: str, side: str, denial: Denial) -> None:
         self._out.post(
             OrderDenied(
                 ts_ns=ts_ns,
                 client_order_id=client_order_id(strategy, symbol, ts_ns, side),
                 symbol=symbol,
-                reason_code=code,
-                reason=reason,
+                reason_code=denial.code,
+                reason=denial.reason,
             )
         )
 
@@ -249,11 +468,14 @@ class RiskActor(InboxActor):
         pos = self._ledger.apply_fill(
             msg.symbol, msg.side, msg.qty, msg.price, msg.commission_cents
         )
+        order = self._open.get(msg.client_order_id)
         if msg.status == "filled":
             self._forget(msg.client_order_id)
-        elif msg.client_order_id in self._open and msg.side == "buy":
-            sym, side, spend = self._open[msg.client_order_id]
-            self._open[msg.client_order_id] = (sym, side, spend - value_cents(msg.qty, msg.price))
+        elif order is not None:
+            if msg.side == "buy":
+                order.spend -= value_cents(msg.qty, msg.price)
+            if order.qty is not None:
+                order.qty = round(order.qty - msg.qty, 9)
         self._out.post(
             PositionChanged(
                 ts_ns=msg.ts_ns,
@@ -275,26 +497,31 @@ class RiskActor(InboxActor):
                 unrealized_pnl_cents=led.unrealized_cents(),
             )
         )
+        if order is not None and order.flatten_if_filled:
+            # An entry we were cancelling for a flatten filled first: close it too.
+            self._flatten_symbol(msg.symbol, msg.ts_ns)
 
-    def _track(self, coid: str, symbol: str, side: str, spend: int) -> None:
-        self._open[coid] = (symbol, side, spend)
+    def _track(self, coid: str, symbol: str, side: str, qty: float | None, spend: int,
+               reduces: bool) -> None:
+        self._open[coid] = _Open(symbol, side, qty, spend, reduces)
         self._symbols_with_orders[symbol] = self._symbols_with_orders.get(symbol, 0) + 1
 
     def _forget(self, coid: ClientOrderId) -> None:
         entry = self._open.pop(coid, None)
         if entry is None:
             return
-        symbol = entry[0]
+        symbol = entry.symbol
         left = self._symbols_with_orders.get(symbol, 0) - 1
         if left > 0:
             self._symbols_with_orders[symbol] = left
         else:
             self._symbols_with_orders.pop(symbol, None)
 
-    def _set_state(self, state: TradingState, reason: str, ts_ns: int) -> None:
-        if state == self._state:
-            return
-        previous, self._state = self._state, state
-        self._out.post(
-            RiskStateChanged(ts_ns=ts_ns, state=state, previous=previous, reason=reason)
-        )
+
+def _operator(reason: str) -> str:
+    return "operator" if reason in ("", "operator") else f"operator: {reason}"
+
+
+def _shares(cents: int, price: float) -> float:
+    """An estimate of the shares ``cents`` buy at ``price`` (0 without a price)."""
+    return cents / 100 / price if price > 0 else 0.0
