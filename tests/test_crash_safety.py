@@ -102,6 +102,8 @@ def _daemon_config(tmp: Path, sandbox: SandboxProcess) -> Path:
 db = "{tmp / 'journal.db'}"
 shutdown_deadline_s = 10.0
 control_socket = "{tmp / 'c.sock'}"
+[http]
+enabled = false
 [alpaca]
 trading_url = "{url}"
 data_url = "{url}"

@@ -26,6 +26,7 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from tests.test_live_e2e import SYMBOLS, Daemon
 from tests.test_metrics import idle_graph
@@ -150,8 +151,8 @@ def test_listen_addresses_are_checked() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_port_in_use_is_a_config_error(tmp_path: Path) -> None:
-    """Binding fails with a one-line error, not a traceback."""
+async def test_a_port_in_use_is_logged_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    """Observability never stops trading: a busy port is an error line, not an exit."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -159,10 +160,14 @@ async def test_a_port_in_use_is_a_config_error(tmp_path: Path) -> None:
         ops = Ops(HttpConfig(listen=f"127.0.0.1:{port}"), registry=CollectorRegistry(),
                   notifier=Notifier(None))
         graph = idle_graph(tmp_path)
-        with pytest.raises(ExceptionGroup) as info:
+        with capture_logs() as logs:
             async with anyio.create_task_group() as tg:
                 await tg.start(ops.run, graph)
-        assert info.group_contains(ConfigError, match="cannot listen")
+                assert ops.url is None
+                tg.cancel_scope.cancel()
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == ["http endpoint not started: cannot listen"]
+    assert errors[0]["listen"] == f"127.0.0.1:{port}"
 
 
 @pytest.mark.asyncio

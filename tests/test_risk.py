@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 import pytest
 
 from tests.builders import bar, daily_closes, minute_closes, write_bars_csv
@@ -415,11 +416,15 @@ def test_order_rate_and_duplicate_guard_use_message_time() -> None:
 
 def _crash_data(tmp_path: Path) -> tuple[Path, list[int]]:
     """A slide, a trend, a -30% day, then a recovery (one symbol, daily bars)."""
-    days = daily_closes("2023-01-03", 45)
     closes = [110.0 - i for i in range(10)]  # 110 .. 101
     closes += [101.0 + 2 * (i - 9) for i in range(10, 30)]  # 103 .. 141
     closes.append(round(closes[-1] * 0.7, 2))  # the crash: 98.70
     closes += [round(closes[30] + 1.5 * (i - 30), 2) for i in range(31, 45)]
+    return _write_closes(tmp_path, closes)
+
+
+def _write_closes(tmp_path: Path, closes: list[float]) -> tuple[Path, list[int]]:
+    days = daily_closes("2023-01-03", len(closes))
     out: list[BarClosed] = []
     prev = closes[0]
     for ts, c in zip(days, closes, strict=True):
@@ -504,6 +509,40 @@ def test_a_crash_trips_the_drawdown_breaker_at_its_bar_and_no_entry_follows(
         assert after == []
         assert held > 0
     assert last_risk_state(db) == "HALTED"
+
+
+def test_a_flattening_breaker_fills_the_same_whatever_the_replay_batch_size(
+    tmp_path: Path,
+) -> None:
+    """The flatten is sent at the trip bar and fills at the next one, batched or not: here
+    slow averages do not cross at the crash, so no signal cuts the replay's batch there."""
+    closes = [140.0 - i for i in range(40)]  # 140 .. 101
+    closes += [102.0 + i for i in range(45)]  # 102 .. 146
+    closes.append(round(closes[-1] * 0.7, 2))  # the crash: 102.20
+    closes += [102.2 + i for i in range(1, 15)]  # prices move on after the flatten
+    data, days = _write_closes(tmp_path, closes)
+    fills = []
+    for batch in (1, 4096):
+        db = tmp_path / f"b{batch}.db"
+        config = _crash_config(data, db, flatten_on_halt=True)
+        config = msgspec.structs.replace(
+            config, replay=msgspec.structs.replace(config.replay, batch_bars=batch),
+            strategy=msgspec.structs.replace(config.strategy, params={"fast": 10, "slow": 30}))
+        _replay(config)
+        with sqlite3.connect(db) as conn:
+            fills.append((
+                conn.execute("SELECT client_order_id, ts_ns, side, qty, price FROM fills "
+                             "ORDER BY ts_ns").fetchall(),
+                # Risk's marks after the trip include the flatten only if it saw the fill
+                # before the next bar, as it would live.
+                conn.execute("SELECT ts_ns, equity_cents FROM equity ORDER BY ts_ns").fetchall(),
+            ))
+        assert not [m for m in _journal(db) if isinstance(m, SignalEmitted)
+                    and m.ts_ns == days[85]], "no signal at the crash bar"
+    assert fills[0] == fills[1]
+    flatten = fills[0][0][-1]
+    assert flatten[0] == f"crash:CRSH:{days[85]}:flatten"
+    assert flatten[1] == days[86]
 
 
 def test_a_daemon_restarted_after_the_crash_stays_halted_until_resumed(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ def _start(tmp_path: Path, speed: float) -> tuple[subprocess.Popen[str], Path]:
         f'[data]\ndir = "{data}"\n'
         f"[replay]\nspeed = {speed}\n"
         '[strategy]\nname = "sma_cross"\nparams = { fast = 2, slow = 5 }\n'
+        "[http]\nenabled = false\n"
     )
     env = {**os.environ, "PYTHONWARNINGS": "always", "PYTHONDEVMODE": "1"}
     proc = subprocess.Popen(

@@ -94,10 +94,12 @@ class Ops:
     async def run(
         self, graph: Graph, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve until cancelled; ``started()`` once the port is bound.
+        """Serve until cancelled; ``started()`` once the port is bound (or binding failed).
 
-        Raises:
-            ConfigError: the address cannot be bound (in use, not ours).
+        An address that cannot be bound (in use, not ours) is logged as an
+        error and the daemon goes on without the endpoint: observability must
+        never stop trading, and Prometheus reports the missing target
+        (``up == 0``, alert TraderDown). systemd notification does not need it.
         """
         self.metrics.attach(graph)
 
@@ -128,9 +130,10 @@ class Ops:
             try:
                 await site.start()
             except OSError as exc:
-                raise ConfigError(
-                    f"$.http.listen: cannot listen on {self.config.listen}: {exc.strerror}"
-                ) from None
+                log.error("http endpoint not started: cannot listen", listen=self.config.listen,
+                          error=exc.strerror or str(exc))
+                task_status.started()
+                return
             host, port = runner.addresses[0][:2]
             self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
             log.info("http listening", url=self.url)

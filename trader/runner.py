@@ -128,10 +128,11 @@ async def run_replay(
     batch_bars = config.replay.batch_bars
     risk = config.risk
     if risk.flatten_on_halt and (risk.max_drawdown_pct or risk.daily_loss_limit_usd):
-        # A breaker that flattens sends orders at the bar where it trips; in a
-        # batch of many timestamps they would reach the market only after the
-        # batch's last bar. One timestamp per batch keeps fills independent of
-        # batch_bars (DESIGN.md: batching only where it cannot change semantics).
+        # A breaker that flattens sends orders at the bar where it trips, which
+        # no strategy signal may have cut the batch at: risk would mark the
+        # batch's later bars before the fill reached it. One timestamp per batch
+        # keeps the journal independent of batch_bars (DESIGN.md: batching only
+        # where it cannot change semantics; tests/test_risk.py checks it).
         batch_bars = 1
 
     def feed(graph: Graph) -> Actor:
