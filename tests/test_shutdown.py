@@ -73,8 +73,9 @@ def test_sigterm_drains_the_graph_and_exits_0_without_warnings(tmp_path: Path) -
     assert n > 0
 
 
-def test_a_second_signal_exits_at_once_with_code_5(tmp_path: Path) -> None:
-    """A second signal during the drain cuts it short with the documented exit code."""
+def test_a_second_signal_never_hangs_or_crashes_the_shutdown(tmp_path: Path) -> None:
+    """Two signals in a row end the process promptly with 5 (drain cut short) or 0
+    (the drain finished first), never a traceback or a hang."""
     proc, _ = _start(tmp_path, speed=1200.0)
     try:
         _wait_for_line(proc, '"graph ready"')
