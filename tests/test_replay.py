@@ -171,3 +171,38 @@ def test_a_bad_row_stops_the_replay_with_file_and_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 4
     assert f"{data / 'X.csv'}:3" in proc.stderr
+
+
+def test_report_regenerates_the_summary_and_page_from_the_journal_alone(
+    tmp_path: Path, minute_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """trader replay prints a table; trader report DB prints the same figures and a page."""
+    from trader.cli import main
+
+    db = tmp_path / "r.db"
+    code = main(["replay", "--config", "config/replay.toml", "--data", str(minute_data),
+                 "--db", str(db), "--set", "data.symbols=[]", "--set", 'data.start=""',
+                 "--set", 'data.end=""', "--report", str(tmp_path / "a.html"),
+                 "--symbol", "S001"])
+    table = capsys.readouterr().out
+    assert code == 0
+    assert "Final equity" in table
+    assert "Sharpe" in table
+    html = tmp_path / "b.html"
+    assert main(["report", str(db), "--out", str(html), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in minute_data.glob("*.csv"))
+    assert summary["bars"] == rows
+    assert f"{summary['final_equity']:,.2f}" in table
+    assert "<script src=" not in html.read_text()
+    assert "S001" in (tmp_path / "a.html").read_text()  # the symbol asked for is charted
+
+
+def test_report_on_a_missing_journal_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No such file: exit 2 and one line saying so."""
+    from trader.cli import main
+
+    assert main(["report", str(tmp_path / "none.db")]) == 2
+    assert "no such journal" in capsys.readouterr().err

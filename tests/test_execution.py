@@ -1,0 +1,200 @@
+"""The execution actor: reconciliation on every start, and orders sent once."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from trader.actors.base import Outbox
+from trader.actors.execution import ExecutionActor
+from trader.brokers.base import AccountState, OrderState, PositionState
+from trader.channels import Channel
+from trader.errors import BrokerRejected
+from trader.journal import KnownOrder
+from trader.messages import (
+    AccountUpdated,
+    ClientOrderId,
+    Message,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PositionChanged,
+    ReconciliationDone,
+    SubmitOrder,
+)
+
+T = 1_704_230_400_000_000_000
+
+
+class FakeBroker:
+    """A broker whose state the test sets; it records what it was asked."""
+
+    durable_updates = True
+
+    def __init__(self, orders: dict[str, OrderState] | None = None) -> None:
+        self.updates: Channel[Message] = Channel("broker", 64)
+        self.orders = orders or {}
+        self.submitted: list[str] = []
+
+    async def stream(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+    async def sync(self, symbols: Collection[str]) -> None:
+        return None
+
+    async def submit(self, order: SubmitOrder) -> None:
+        if order.client_order_id in self.orders:
+            raise BrokerRejected("client_order_id must be unique", code="40010001", status=422)
+        self.submitted.append(order.client_order_id)
+
+    async def cancel(self, client_order_id: str) -> None:
+        raise BrokerRejected("order not found", code="40410000", status=404)
+
+    async def account(self) -> AccountState:
+        return AccountState(cash_cents=1_000_000, equity_cents=1_000_000,
+                            buying_power_cents=1_000_000)
+
+    async def positions(self) -> list[PositionState]:
+        return [PositionState(symbol="AAPL", qty=10.0, avg_price=101.0, cost_cents=101_000)]
+
+    async def open_orders(self) -> list[OrderState]:
+        return [o for o in self.orders.values() if o.status in ("new", "partially_filled")]
+
+    async def order(self, client_order_id: str) -> OrderState | None:
+        return self.orders.get(client_order_id)
+
+
+def _state(coid: str, status: str, filled: float, avg: float | None) -> OrderState:
+    return OrderState(broker_order_id=f"b-{coid}", client_order_id=coid, symbol="AAPL",
+                      side="buy", status=status, qty=10.0, filled_qty=filled,
+                      filled_avg_price=avg)
+
+
+def _known(coid: str, filled: float = 0.0, avg: float | None = None) -> KnownOrder:
+    return KnownOrder(client_order_id=coid, symbol="AAPL", side="buy", status="new",
+                      filled_qty=filled, avg_price=avg)
+
+
+async def _run(broker: FakeBroker, known: list[KnownOrder],
+               commands: Sequence[SubmitOrder] = ()) -> list[Message]:
+    inbox: Channel[Message] = Channel("execution", 64)
+    out: Channel[Message] = Channel("out", 256)
+    types = (AccountUpdated, PositionChanged, ReconciliationDone, OrderAccepted, OrderFilled,
+             OrderCanceled, OrderRejected, OrderExpired)
+    actor = ExecutionActor(inbox, Outbox("execution", {t: [out] for t in types}, None),
+                           broker=broker, now_ns=lambda: T, known_orders=lambda: known)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            for cmd in commands:
+                await inbox.send(cmd)
+            inbox.close()
+    got = []
+    while True:
+        try:
+            got.append(out.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return got
+
+
+@pytest.mark.asyncio
+async def test_start_up_adopts_the_brokers_account_and_positions_before_reporting_done() -> None:
+    """Account, then positions, then ReconciliationDone: risk rebuilds from the broker."""
+    got = await _run(FakeBroker(), [])
+    assert [type(m) for m in got] == [AccountUpdated, PositionChanged, ReconciliationDone]
+    assert isinstance(got[1], PositionChanged)
+    assert (got[1].symbol, got[1].qty) == ("AAPL", 10.0)
+
+
+@pytest.mark.asyncio
+async def test_a_fill_that_happened_while_we_were_down_is_recorded_at_start() -> None:
+    """Journal: 4 of 10 filled at 100. Broker: 10 filled at avg 101. Adopt 6 at 101.67."""
+    broker = FakeBroker({"o1": _state("o1", "filled", 10.0, 101.0)})
+    got = await _run(broker, [_known("o1", 4.0, 100.0)])
+    fills = [m for m in got if isinstance(m, OrderFilled)]
+    assert len(fills) == 1
+    f = fills[0]
+    assert (f.qty, f.price, f.cum_qty, f.status) == (6.0, 101.67, 10.0, "filled")
+    assert f.execution_id == "reconcile:b-o1:10"
+    done = [m for m in got if isinstance(m, ReconciliationDone)]
+    assert done[0].differences == 1
+
+
+@pytest.mark.asyncio
+async def test_an_order_that_never_reached_the_broker_is_closed_not_resent() -> None:
+    """Journaled but unknown to the broker: it is recorded as canceled, and not sent."""
+    broker = FakeBroker()
+    got = await _run(broker, [_known("ghost")])
+    canceled = [m for m in got if isinstance(m, OrderCanceled)]
+    assert [c.client_order_id for c in canceled] == ["ghost"]
+    assert "never reached the broker" in canceled[0].reason
+    assert broker.submitted == []
+
+
+@pytest.mark.asyncio
+async def test_final_states_reached_while_down_are_adopted() -> None:
+    """Canceled after a partial fill, expired, rejected: each becomes its event."""
+    broker = FakeBroker({
+        "c": _state("c", "canceled", 3.0, 99.0),
+        "e": _state("e", "expired", 0.0, None),
+        "r": _state("r", "rejected", 0.0, None),
+    })
+    got = await _run(broker, [_known("c"), _known("e"), _known("r")])
+    kinds = [(type(m).__name__, getattr(m, "client_order_id", "")) for m in got
+             if isinstance(m, OrderFilled | OrderCanceled | OrderExpired | OrderRejected)]
+    assert kinds == [("OrderFilled", "c"), ("OrderCanceled", "c"), ("OrderExpired", "e"),
+                     ("OrderRejected", "r")]
+
+
+@pytest.mark.asyncio
+async def test_the_same_command_twice_is_sent_once_and_a_known_id_is_adopted() -> None:
+    """A repeated command is not resent; an id the broker has already is adopted."""
+    cmd = SubmitOrder(ts_ns=T, client_order_id=ClientOrderId("s:AAPL:1:buy"), strategy="s",
+                      symbol="AAPL", side="buy", qty=1.0)
+    old = SubmitOrder(ts_ns=T, client_order_id=ClientOrderId("old"), strategy="s",
+                      symbol="AAPL", side="buy", qty=1.0)
+    broker = FakeBroker({"old": _state("old", "filled", 10.0, 100.0)})
+    got = await _run(broker, [], [cmd, cmd, old])
+    assert broker.submitted == ["s:AAPL:1:buy"]
+    assert not [m for m in got if isinstance(m, OrderRejected)]
+
+
+@pytest.mark.asyncio
+async def test_a_fill_already_booked_is_not_booked_again() -> None:
+    """A stream fill whose cumulative quantity was covered by reconciliation is ignored."""
+    broker = FakeBroker({"o1": _state("o1", "partially_filled", 5.0, 100.0)})
+    inbox: Channel[Message] = Channel("execution", 8)
+    out: Channel[Message] = Channel("out", 64)
+    actor = ExecutionActor(
+        inbox, Outbox("execution", {t: [out] for t in (
+            AccountUpdated, PositionChanged, ReconciliationDone, OrderAccepted, OrderFilled)},
+            None),
+        broker=broker, now_ns=lambda: T, known_orders=lambda: [_known("o1")])
+    stale = OrderFilled(ts_ns=T, client_order_id=ClientOrderId("o1"), symbol="AAPL",
+                        execution_id="e-old", side="buy", qty=5.0, price=100.0,
+                        commission_cents=0, cum_qty=5.0, avg_price=100.0,
+                        status="partially_filled")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            await broker.updates.send(stale)
+            # Every task blocked again means the actor has handled the update.
+            await anyio.wait_all_tasks_blocked()
+            inbox.close()
+    fills = []
+    while True:
+        try:
+            m = out.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+        if isinstance(m, OrderFilled):
+            fills.append(m)
+    assert [f.execution_id for f in fills] == ["reconcile:b-o1:5"]

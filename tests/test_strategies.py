@@ -1,0 +1,113 @@
+"""The shipped strategies, on hand-built bars."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.builders import bar, daily_closes
+from trader.errors import ConfigError
+from trader.strategies import build, resolve
+from trader.strategies.breakout import Breakout, BreakoutParams
+from trader.strategies.sma_cross import SmaCross, SmaCrossParams
+
+DAYS = daily_closes("2024-01-02", 40)
+
+
+def _feed(strategy: Breakout | SmaCross, rows: list[tuple[float, float, float, float]]
+          ) -> list[float | None]:
+    out = []
+    for ts, (o, h, lo, c) in zip(DAYS, rows, strict=False):
+        out.append(strategy.on_bar(bar("X", ts, o, h, lo, c, 1000.0)))
+    return out
+
+
+def flat(price: float) -> tuple[float, float, float, float]:
+    return (price, price + 0.5, price - 0.5, price)
+
+
+def test_breakout_enters_on_a_close_above_the_previous_n_highs() -> None:
+    """N=3: highs 10.5, 10.5, 10.5; a close of 11 > 10.5 on bar 5 enters (ATR ready at 3 bars)."""
+    s = Breakout(BreakoutParams(entry_lookback=3, exit_lookback=2, atr_period=3, atr_mult=3.0))
+    out = _feed(s, [flat(10), flat(10), flat(10), flat(10), (10, 11.2, 10, 11)])
+    assert out == [None, None, None, None, 1.0]
+
+
+def test_breakout_does_not_enter_on_a_close_equal_to_the_previous_high() -> None:
+    """A close of exactly the previous highest high (10.5) is not a breakout."""
+    s = Breakout(BreakoutParams(entry_lookback=3, exit_lookback=2, atr_period=3))
+    out = _feed(s, [flat(10), flat(10), flat(10), flat(10), (10, 10.5, 10, 10.5)])
+    assert out[-1] is None
+
+
+def test_breakout_exits_on_a_close_below_the_previous_m_lows() -> None:
+    """After entering at 11, the previous two lows are 10 and 10.5; a close of 9.9 exits."""
+    s = Breakout(BreakoutParams(entry_lookback=3, exit_lookback=2, atr_period=3, atr_mult=50.0))
+    out = _feed(s, [flat(10), flat(10), flat(10), flat(10), (10, 11.2, 10, 11),
+                    (11, 11.6, 10.5, 11), (11, 11.2, 9.8, 9.9)])
+    assert out[4] == 1.0
+    assert out[5] is None
+    assert out[6] == 0.0
+
+
+def test_breakout_exits_on_the_atr_trailing_stop() -> None:
+    """Peak close 12 minus 1 x ATR (about 1.1) is about 10.9; a close of 10.8 exits."""
+    s = Breakout(BreakoutParams(entry_lookback=3, exit_lookback=10, atr_period=3, atr_mult=1.0))
+    out = _feed(s, [flat(10), flat(10), flat(10), flat(10), (10, 11.2, 10, 11),
+                    (11, 12.1, 11, 12), (12, 12, 10.7, 10.8)])
+    assert out[4] == 1.0
+    assert out[6] == 0.0
+
+
+def test_breakout_trails_a_position_adopted_from_the_broker() -> None:
+    """A position found at start-up is managed: the exit rules apply to it."""
+    s = Breakout(BreakoutParams(entry_lookback=3, exit_lookback=2, atr_period=3))
+    _feed(s, [flat(10), flat(10), flat(10)])
+    s.on_position("X", 100.0)
+    assert s.on_bar(bar("X", DAYS[3], 10, 10.2, 9.0, 9.1, 1000.0)) == 0.0
+
+
+def test_sma_cross_enters_and_exits_on_strict_crosses() -> None:
+    """fast=2, slow=3 over closes 10, 9, 8, 12, 3.
+
+    bar 3: fast 8.5 < slow 9 (first comparison, nothing before it);
+    bar 4: fast 10 > slow 9.67 after fast < slow: enter (1.0);
+    bar 5: fast 7.5 < slow 7.67 after fast > slow: exit (0.0).
+    """
+    s = SmaCross(SmaCrossParams(fast=2, slow=3))
+    out = _feed(s, [flat(10), flat(9), flat(8), flat(12), flat(3)])
+    assert out == [None, None, None, 1.0, 0.0]
+
+
+def test_sma_cross_touching_is_not_crossing() -> None:
+    """Closes 10, 10, 10, 12, 8: the averages go from equal to apart to equal: no signal."""
+    s = SmaCross(SmaCrossParams(fast=2, slow=3))
+    out = _feed(s, [flat(10), flat(10), flat(10), flat(12), flat(8)])
+    assert out == [None, None, None, None, None]
+
+
+def test_sma_cross_equal_averages_are_not_a_cross() -> None:
+    """Prices on a cent grid that make the averages exactly equal never signal."""
+    s = SmaCross(SmaCrossParams(fast=2, slow=4))
+    closes = [10.1, 10.2, 10.1, 10.2, 10.1, 10.2, 10.1, 10.2]
+    out = _feed(s, [flat(c) for c in closes])
+    assert all(o is None for o in out)
+
+
+def test_sma_cross_long_short_goes_short_on_the_down_cross() -> None:
+    """With long_short, a down-cross targets -weight instead of flat."""
+    s = SmaCross(SmaCrossParams(fast=2, slow=3, long_short=True, weight=0.5))
+    out = _feed(s, [flat(10), flat(9), flat(8), flat(12), flat(3)])
+    assert out[3] == 0.5
+    assert out[4] == -0.5
+
+
+def test_strategies_resolve_by_name_or_dotted_path() -> None:
+    """Builtins by name; anything else by module:Class; a bad name is a config error."""
+    assert resolve("breakout") is Breakout
+    assert resolve("trader.strategies.sma_cross:SmaCross") is SmaCross
+    with pytest.raises(ConfigError, match=r"\$\.strategy\.name"):
+        resolve("nope")
+    with pytest.raises(ConfigError, match="cannot import"):
+        resolve("trader.nothing_here:Thing")
+    with pytest.raises(ConfigError, match=r"\$\.strategy\.params\.slow"):
+        build("sma_cross", {"slow": "thirty"})
