@@ -558,3 +558,50 @@ def test_a_daemon_restarted_after_the_crash_stays_halted_until_resumed(tmp_path:
     assert first.reason.startswith("restored: HALTED")
     assert not [m for m in journal if isinstance(m, SubmitOrder)]
     assert [m.reason_code for m in journal if isinstance(m, OrderDenied)][:1] == ["trading_state"]
+
+
+def test_flatten_before_close_leaves_every_session_flat(tmp_path: Path) -> None:
+    """flatten_before_close_min = 10: every position is closed by the session's end,
+    and no entry is made inside the last ten minutes."""
+    import anyio
+
+    from trader.config import decode_config
+    from trader.data.synth import synth_bars, write_csv
+    from trader.runner import run_replay
+
+    data = tmp_path / "bars"
+    write_csv(synth_bars(2, days=3, seed=4), data)
+    db = tmp_path / "flat.db"
+    config = decode_config({
+        "run": {"db": str(db)},
+        "data": {"dir": str(data)},
+        "strategy": {"name": "sma_cross", "params": {"fast": 2, "slow": 5}},
+        "risk": {"sizing": "fixed_fraction", "fixed_fraction": 0.4,
+                 "flatten_before_close_min": 10.0},
+    })
+
+    async def main() -> None:
+        await run_replay(config)
+
+    anyio.run(main)
+    import sqlite3
+
+    from trader import calendar
+
+    with sqlite3.connect(db) as conn:
+        fills = conn.execute(
+            "SELECT f.ts_ns, f.symbol, f.side, f.qty, o.ts_ns FROM fills f "
+            "JOIN orders o USING (run_id, client_order_id) ORDER BY f.ts_ns").fetchall()
+    assert fills
+    net: dict[tuple[object, str], float] = {}
+    for ts, symbol, side, qty, signal_ts in fills:
+        day = calendar.ny_date(ts)
+        session = calendar.session_for(day)
+        assert session is not None
+        if side == "buy":
+            # no entry decided in the last ten minutes of a session
+            assert signal_ts < session.close_ns - 10 * 60 * 10**9
+        key = (day, symbol)
+        net[key] = net.get(key, 0.0) + (qty if side == "buy" else -qty)
+    # Positions opened during a day are all closed the same day.
+    assert all(abs(q) < 1e-9 for q in net.values()), net

@@ -30,6 +30,7 @@ from trader.risk_checks import (
     check_order_pending,
     check_order_rate,
     check_price_collar,
+    check_regular_hours,
     check_short_selling,
     check_symbol_order_rate,
     check_trading_state,
@@ -42,7 +43,7 @@ from trader.risk_checks import (
 )
 from trader.sizing import Atr, confidence, target_cents, volatility_shares
 
-T = 1_700_000_000_000_000_000
+T = 1_699_974_000_000_000_000  # 2023-11-14 10:00 New York: inside a regular session
 S = 1_000_000_000
 
 
@@ -349,3 +350,41 @@ def test_atr_is_wilders_average_of_true_ranges() -> None:
     assert atr.update(12.0, 10.0, 11.0) is None  # tr max(2, 2, 0) = 2
     assert atr.update(15.0, 12.0, 14.0) == pytest.approx((2 + 2 + 4) / 3)  # tr 4 (15 - 11)
     assert atr.update(14.0, 13.0, 13.0) == pytest.approx(((8 / 3) * 2 + 1) / 3)
+
+
+# --- the market calendar --------------------------------------------------------------
+
+PRE_MARKET = 1_699_968_600_000_000_000  # 2023-11-14 08:30 New York
+SATURDAY = 1_700_326_800_000_000_000  # 2023-11-18 12:00 New York
+CLOSE_2023_11_14 = 1_699_995_600_000_000_000  # 16:00 New York
+
+
+def test_entries_from_bars_outside_regular_hours_are_denied() -> None:
+    """A pre-market or weekend bar cannot open a position; an exit from it can."""
+    for ts in (PRE_MARKET, SATURDAY):
+        denial = check_regular_hours(intent(ts=ts), ctx(), cfg())
+        assert denial is not None
+        assert denial.code == "outside_regular_hours"
+        assert check_regular_hours(intent("sell", ts=ts, position=10.0), ctx(), cfg()) is None
+
+
+def test_entries_outside_regular_hours_can_be_allowed() -> None:
+    """entries_outside_regular_hours = true lets them through."""
+    allowed = cfg(entries_outside_regular_hours=True)
+    assert check_regular_hours(intent(ts=PRE_MARKET), ctx(), allowed) is None
+
+
+def test_a_bar_closing_at_the_session_close_is_inside_the_session() -> None:
+    """The 16:00 bar (and a daily bar) belongs to its session: entries allowed."""
+    assert check_regular_hours(intent(ts=CLOSE_2023_11_14), ctx(), cfg()) is None
+
+
+def test_no_entries_inside_the_flatten_before_close_window() -> None:
+    """With flatten_before_close_min = 15, an entry at 15:50 is denied, one at 15:40 is not."""
+    c = cfg(flatten_before_close_min=15.0)
+    at_1550 = CLOSE_2023_11_14 - 10 * 60 * 10**9
+    at_1540 = CLOSE_2023_11_14 - 20 * 60 * 10**9
+    denial = check_regular_hours(intent(ts=at_1550), ctx(), c)
+    assert denial is not None
+    assert denial.code == "near_close"
+    assert check_regular_hours(intent(ts=at_1540), ctx(), c) is None

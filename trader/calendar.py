@@ -125,6 +125,11 @@ def _ny_to_ns(day: dt.date, at: dt.time) -> int:
     return ((local - _EPOCH) // _ONE_US) * 1000
 
 
+def ny_date(ts_ns: int) -> dt.date:
+    """The New York calendar date of ``ts_ns``."""
+    return _ns_to_ny_date(ts_ns)
+
+
 def _ns_to_ny_date(ts_ns: int) -> dt.date:
     """Return the New York calendar date containing the UTC instant ``ts_ns``."""
     utc = _EPOCH + dt.timedelta(microseconds=ts_ns // 1000)

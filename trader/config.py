@@ -179,6 +179,13 @@ class RiskConfig(_Section, frozen=True, kw_only=True):
         duplicate_window_s: deny a second order of the same symbol and side
             within this many seconds of message time (0 = off).
         allow_short: whether a negative target may open a short (default false).
+        entries_outside_regular_hours: allow orders that grow a position when
+            the bar behind the signal closed outside a regular NYSE session
+            (pre- or post-market, a holiday). Default false: such entries are
+            denied ``outside_regular_hours``; exits always pass.
+        flatten_before_close_min: close every position this many minutes
+            before the session's close, and take no new entries until the next
+            session (0 = off). Checked at every bar batch.
         max_drawdown_pct: HALT when equity, marked at every bar, falls this
             percent below its high-water mark (0 = off).
         daily_loss_limit_usd: HALT when equity falls this many dollars below
@@ -214,6 +221,8 @@ class RiskConfig(_Section, frozen=True, kw_only=True):
     price_collar_pct: NonNegativeFloat = 0.0
     duplicate_window_s: NonNegativeFloat = 0.0
     allow_short: bool = False
+    entries_outside_regular_hours: bool = False
+    flatten_before_close_min: NonNegativeFloat = 0.0
     max_drawdown_pct: Annotated[float, Meta(ge=0.0, le=100.0)] = 0.0
     daily_loss_limit_usd: NonNegativeFloat = 0.0
     flatten_on_halt: bool = False

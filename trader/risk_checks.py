@@ -32,6 +32,7 @@ from functools import lru_cache
 
 import msgspec
 
+from trader import calendar
 from trader.config import RiskConfig
 from trader.messages import Side, TradingState
 from trader.money import to_cents, value_cents
@@ -289,11 +290,46 @@ def check_buying_power(intent: Intent, ctx: Context, cfg: RiskConfig) -> Denial 
     return None
 
 
+def in_regular_session(ts_ns: int) -> bool:
+    """The bar closing at ``ts_ns`` belongs to a regular NYSE session (open < ts <= close).
+
+    The market calendar decides, not wall time; a daily bar, which closes at
+    the session close, belongs to its session.
+    """
+    session = calendar.session_for(calendar.ny_date(ts_ns))
+    return session is not None and session.open_ns < ts_ns <= session.close_ns
+
+
+def check_regular_hours(intent: Intent, ctx: Context, cfg: RiskConfig) -> Denial | None:
+    """No new entries from a bar outside regular hours (unless configured), nor inside
+    the flatten-before-close window; exits always pass."""
+    if intent.reduces:
+        return None
+    if not cfg.entries_outside_regular_hours and not in_regular_session(intent.ts_ns):
+        return Denial("outside_regular_hours",
+                      "the signal's bar closed outside a regular session; no new entries")
+    if near_close(intent.ts_ns, cfg.flatten_before_close_min):
+        return Denial("near_close", f"within {cfg.flatten_before_close_min:g} min of the "
+                      "close, positions are being flattened; no new entries")
+    return None
+
+
+def near_close(ts_ns: int, minutes: float) -> bool:
+    """``ts_ns`` is within ``minutes`` of its session's close (or after it, same day)."""
+    if minutes <= 0:
+        return False
+    session = calendar.session_for(calendar.ny_date(ts_ns))
+    if session is None:
+        return False
+    return session.open_ns < ts_ns and ts_ns >= session.close_ns - int(minutes * 60e9)
+
+
 #: Run before sizing: whether the symbol may trade at all right now.
 GATES: tuple[Check, ...] = (check_order_pending, check_trading_state)
 
 #: Run on the sized order, cheapest and most telling first.
 CHECKS: tuple[Check, ...] = (
+    check_regular_hours,
     check_short_selling,
     check_price_collar,
     check_duplicate_intent,

@@ -30,12 +30,14 @@ already close. An entry that fills before its cancel lands is closed too.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from bisect import bisect_right, insort
 
 import structlog
 
+from trader import calendar
 from trader.actors.base import InboxActor, Outbox
 from trader.brokers.ledger import Ledger, Position
 from trader.channels import Channel
@@ -73,6 +75,7 @@ from trader.risk_checks import (
     Denial,
     Intent,
     first_denial,
+    near_close,
     shrinks,
 )
 from trader.sizing import Atr, target_cents
@@ -133,6 +136,7 @@ class RiskActor(InboxActor):
         self._symbol_orders_ns: dict[str, list[int]] = {}
         self._last_intent_ns: dict[tuple[str, str], int] = {}
         self._atr: dict[str, Atr] | None = {} if config.sizing == "volatility_target" else None
+        self._flattened_day: dt.date | None = None
         self._equity_breakers = bool(config.max_drawdown_pct or config.daily_loss_limit_usd)
 
     @property
@@ -233,6 +237,12 @@ class RiskActor(InboxActor):
         if self._equity_breakers and self._synced:
             for event in self._ts.check_equity(ts_list, equity_list, self._cfg):
                 self._carry_out(event)
+        minutes = self._cfg.flatten_before_close_min
+        if minutes and near_close(msg.ts_ns, minutes):
+            day = calendar.ny_date(msg.ts_ns)
+            if day != self._flattened_day:
+                self._flattened_day = day
+                self._flatten(msg.ts_ns, f"{minutes:g} min before the close")
         path = self._cfg.kill_switch_file
         if path:
             self._carry_out(self._ts.check_kill_switch(path, os.path.exists(path), msg.ts_ns,
