@@ -7,10 +7,9 @@ sleeps to let a race settle.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
@@ -48,19 +47,6 @@ START = "2024-01-02T14:30:00Z"  # 09:30 New York, the first session of the data
 WAIT_S = 10.0
 """Upper bound for any wait on the network; tests normally finish far sooner."""
 
-
-@pytest.fixture(autouse=True)
-def _no_proxy_for_localhost() -> Iterator[None]:
-    """Keep ``requests`` (alpaca-py's REST) from sending 127.0.0.1 through a proxy."""
-    saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy")}
-    for k in saved:
-        os.environ[k] = ",".join(filter(None, [saved[k], "127.0.0.1", "localhost"]))
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @cache

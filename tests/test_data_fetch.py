@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 from collections.abc import Iterator, MutableMapping
 from functools import cache
 from pathlib import Path
@@ -41,19 +40,6 @@ COLUMNS = ("ts_ns", "open", "high", "low", "close", "volume", "vwap", "trades")
 FAST = FetchPolicy(backoff_s=0.0, backoff_max_s=0.0, attempts=4, timeout_s=5.0)
 WAIT_S = 20.0
 
-
-@pytest.fixture(autouse=True)
-def _no_proxy_for_localhost() -> Iterator[None]:
-    """Keep ``requests`` (alpaca-py's REST) from sending 127.0.0.1 through a proxy."""
-    saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy")}
-    for k in saved:
-        os.environ[k] = ",".join(filter(None, [saved[k], "127.0.0.1", "localhost"]))
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(autouse=True)

@@ -238,26 +238,10 @@ async def consume(
                 await handle_async(msg)
                 i += 1
         except Exception as exc:
-            # The message it crashed on is reported and dropped (a poison
-            # message would otherwise crash every restart); the rest of the
-            # batch waits for the next incarnation.
-            inbox.requeue_front(batch[i + 1 :])
-            inbox.done(i + 1)
-            log.error(
-                "actor crashed on message",
-                actor=actor,
-                message_type=type(batch[i]).__name__,
-                message=repr(batch[i])[:500],
-                exc_info=exc,
-            )
+            _crashed(inbox, batch, i, exc, actor)
             raise
         except BaseException:
-            # Cancelled (a supervisor restart or shutdown): the message was not
-            # fully handled, so it is kept for the successor. Side effects it
-            # already caused are safe to repeat: client order ids are
-            # deterministic.
-            inbox.requeue_front(batch[i:])
-            inbox.done(i)
+            _cancelled(inbox, batch, i)
             raise
         inbox.done(len(batch))
 
@@ -279,18 +263,33 @@ async def _consume_sync(
                     await outbox.flush()
                 i += 1
         except Exception as exc:
-            inbox.requeue_front(batch[i + 1 :])
-            inbox.done(i + 1)
-            log.error(
-                "actor crashed on message",
-                actor=actor,
-                message_type=type(batch[i]).__name__,
-                message=repr(batch[i])[:500],
-                exc_info=exc,
-            )
+            _crashed(inbox, batch, i, exc, actor)
             raise
         except BaseException:
-            inbox.requeue_front(batch[i:])
-            inbox.done(i)
+            _cancelled(inbox, batch, i)
             raise
         inbox.done(len(batch))
+
+
+def _crashed(inbox: Channel[Message], batch: list[Message], i: int, exc: Exception,
+             actor: str) -> None:
+    # The message it crashed on is reported and dropped (a poison message would
+    # otherwise crash every restart); the rest of the batch waits, in order,
+    # for the next incarnation.
+    inbox.requeue_front(batch[i + 1 :])
+    inbox.done(i + 1)
+    log.error(
+        "actor crashed on message",
+        actor=actor,
+        message_type=type(batch[i]).__name__,
+        message=repr(batch[i])[:500],
+        exc_info=exc,
+    )
+
+
+def _cancelled(inbox: Channel[Message], batch: list[Message], i: int) -> None:
+    # Cancelled (a supervisor restart or shutdown): the message was not fully
+    # handled, so it is kept for the successor. Side effects it already caused
+    # are safe to repeat: client order ids are deterministic.
+    inbox.requeue_front(batch[i:])
+    inbox.done(i)
