@@ -268,7 +268,9 @@ async def run_live(
             await inflight.wait_quiet()
 
         def feed(graph: Graph) -> Actor:
-            seen = last_seen(recent_bars(path))
+            # The first incarnation starts from the history read above; a
+            # restart re-reads the journal, which has grown since.
+            seen = last_seen(recent_bars(path) if feeds else history)
             for previous in feeds:
                 for symbol, ts in previous.last_emitted.items():
                     seen[symbol] = max(ts, seen.get(symbol, 0))
