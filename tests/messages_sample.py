@@ -20,12 +20,17 @@ from trader.messages import (
     BarClosed,
     BarsClosed,
     BatchCut,
+    BrokerHealthChanged,
     CancelOrder,
     ClientOrderId,
+    DriftDetected,
+    DriftMeasured,
     EquitySampled,
     FeedStatusChanged,
     FlattenAll,
     HaltTrading,
+    ModelSwapped,
+    ModelSwapRefused,
     OrderAccepted,
     OrderCanceled,
     OrderDenied,
@@ -91,6 +96,18 @@ SAMPLE: list[AnyMessage] = [
     # Types added after v1 go here (they cannot be in the v1 file).
     FeedStatusChanged(ts_ns=T0, status="stale", reason="no data for 120s", dropped_invalid=3),
     ScorerStateChanged(ts_ns=T0, state="rule_only", reason="no model configured"),
+    DriftMeasured(ts_ns=T0, model_id="sma-daily-v2", window_signals=200, threshold=0.25,
+                  features=("ret_1", "vol_20"), feature_psi=(0.03, 0.12), score_psi=0.05),
+    DriftDetected(ts_ns=T0, model_id="sma-daily-v2", window_signals=200, threshold=0.25,
+                  features=("ret_1", "vol_20"), feature_psi=(0.03, 0.41), score_psi=0.3,
+                  breached=("vol_20", "score"), retraining=True),
+    ModelSwapped(ts_ns=T0, model_id="sma-daily-v3", previous_model_id="sma-daily-v2",
+                 reason="champion promoted"),
+    ModelSwapRefused(ts_ns=T0, model_id="sma-daily-v4", reason="sha256 does not match",
+                     current_model_id="sma-daily-v3"),
+    BrokerHealthChanged(ts_ns=T0, check="order_stream", healthy=False,
+                        reason="no trade update for 2.0s while 1 order(s) awaited one "
+                               "(limit 2s)", measured=2.0),
 ]
 
 

@@ -208,7 +208,8 @@ async def test_snapshots_come_from_the_graph_and_feed_counters_survive_a_restart
     second.dropped_invalid["crossed"] = 2
     m.exposition()
     assert sample(reg, "trader_inbox_depth", actor="risk") == 1
-    assert sample(reg, "trader_inbox_capacity", actor="recorder") == 65536
+    # A replay graph: the journal's backlog is [replay] journal_backlog, not [channels].
+    assert sample(reg, "trader_inbox_capacity", actor="recorder") == 2048
     assert sample(reg, "trader_actor_restarts_total", actor="strategy") == 2
     assert sample(reg, "trader_feed_bars_received_total") == 15
     assert sample(reg, "trader_feed_bars_emitted_total") == 14

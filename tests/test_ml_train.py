@@ -74,6 +74,30 @@ def test_trader_train_reports_auc_brier_and_precision_per_fold_for_both_models(
         assert len(folds) == len(manifest.metrics[kind]["folds"]) >= 2
 
 
+def test_the_first_model_of_a_name_becomes_its_champion_with_its_drift_reference(
+    trained: tuple[Path, str],
+) -> None:
+    """``trader train`` says it promoted, the pointer names the version, the manifest has bins."""
+    path, out = trained
+    assert "champion  promoted to champion: no champion yet" in out
+    pointer = registry.read_champion(path.parent, "sma-ml")
+    assert pointer is not None
+    assert pointer.manifest == path.name
+    drift = registry.read_manifest(path).drift
+    assert drift is not None
+    assert set(drift.features) == set(FEATURE_NAMES)
+    assert math.isclose(sum(drift.score.proportions), 1.0)
+
+
+def test_a_manifest_written_before_drift_monitoring_still_loads(tmp_path: Path) -> None:
+    """No ``drift`` key: the model loads and scores, unmonitored (the scorer logs it)."""
+    path = registry.save(RecordingModel(0.5), manifest_for("old"), tmp_path)
+    raw = json.loads(path.read_text())
+    del raw["drift"]
+    path.write_text(json.dumps(raw))
+    assert registry.load(path).manifest.drift is None
+
+
 def test_the_manifest_is_complete_and_vouches_for_its_artifact(
     trained: tuple[Path, str],
 ) -> None:

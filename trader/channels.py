@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 import msgspec
+
+if TYPE_CHECKING:
+    from trader.inline import InlineDriver
 
 T = TypeVar("T")
 
@@ -68,9 +71,11 @@ class InFlight:
         if self._count == 0:
             await anyio.lowlevel.checkpoint()
             return
-        if self._quiet is None:
-            self._quiet = anyio.Event()
-        await self._quiet.wait()
+        while self._count:
+            # Re-checked: the inline driver shares this event as a wake-up.
+            if self._quiet is None or self._quiet.is_set():
+                self._quiet = anyio.Event()
+            await self._quiet.wait()
 
 
 class Channel(Generic[T]):
@@ -92,6 +97,9 @@ class Channel(Generic[T]):
         self._inflight = inflight
         self._items: deque[T] = deque()
         self._closed = False
+        #: Set by an :class:`~trader.inline.InlineDriver`: the consumer runs in
+        #: the sender's task, so there is no backpressure (it could never drain).
+        self.driver: InlineDriver | None = None
         self._sent = 0
         self._received = 0
         self._readable: anyio.Event | None = None
@@ -110,7 +118,7 @@ class Channel(Generic[T]):
         """
         if self._closed:
             raise anyio.ClosedResourceError(f"channel {self.name!r} is closed")
-        if len(self._items) >= self.capacity or self._writable:
+        if (len(self._items) >= self.capacity and self.driver is None) or self._writable:
             raise anyio.WouldBlock
         self._push(item)
 
@@ -121,7 +129,8 @@ class Channel(Generic[T]):
             False when full (or senders are queued) or closed: use :meth:`send`.
         """
         items = self._items
-        if len(items) >= self.capacity or self._closed or self._writable:
+        if (len(items) >= self.capacity and self.driver is None) or self._closed \
+                or self._writable:
             return False
         # _push, inlined: this runs once per message per hop.
         items.append(item)
@@ -133,13 +142,17 @@ class Channel(Generic[T]):
         if readable is not None:
             readable.set()
             self._readable = None
+        driver = self.driver
+        if driver is not None and driver._waiters:
+            driver.pushed()
         return True
 
     async def send(self, item: T) -> None:
         """Append ``item``, waiting for room if full."""
         if self._closed:
             raise anyio.ClosedResourceError(f"channel {self.name!r} is closed")
-        if len(self._items) < self.capacity and not self._writable:
+        if (len(self._items) < self.capacity or self.driver is not None) \
+                and not self._writable:
             self._push(item)
             return
         room = anyio.Event()
@@ -174,6 +187,9 @@ class Channel(Generic[T]):
         if self._readable is not None:
             self._readable.set()
             self._readable = None
+        driver = self.driver
+        if driver is not None and driver._waiters:
+            driver.pushed()
 
     def _wake_next_writer(self) -> None:
         # Wake only the first waiting sender, and only if there is room: it
@@ -211,6 +227,17 @@ class Channel(Generic[T]):
             items.clear()
         self._received += len(batch)
         self._wake_next_writer()
+        return batch
+
+    def take_all(self) -> list[T]:
+        """Take every message queued now, without waiting (inline delivery).
+
+        As with :meth:`receive_batch`, the caller calls :meth:`done` after handling.
+        """
+        items = self._items
+        batch = list(items)
+        items.clear()
+        self._received += len(batch)
         return batch
 
     def receive_nowait(self) -> T:
@@ -251,6 +278,8 @@ class Channel(Generic[T]):
         if self._readable is not None:
             self._readable.set()
             self._readable = None
+        if self.driver is not None:
+            self.driver.closed()
         for room in self._writable:  # each raises ClosedResourceError
             room.set()
 

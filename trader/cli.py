@@ -4,7 +4,8 @@ Exit codes (a contract; see README.md):
 
 ====  ==========================================================
 0     success (or a clean shutdown after SIGTERM/SIGINT)
-1     an unexpected error (a bug: the traceback is logged)
+1     an unexpected error (a bug: the traceback is logged); ``trader db
+      backup|check``: the journal (or its copy) failed its integrity check
 2     usage or configuration error (one line naming the field)
 3     restart budget exhausted: an actor kept crashing
 4     data error (a bad data file; the message names file:line)
@@ -114,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: Any) -> None:
     # Subcommands owned by other packages register themselves here.
     from trader.data.commands import add_data_commands
+    from trader.maintenance import add_db_commands
 
     add_data_commands(sub)
+    add_db_commands(sub)
     try:
         from trader.sandbox.commands import add_sandbox_command
     except ImportError:  # pragma: no cover - the sandbox is part of the package
@@ -145,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
     config = load_config(args.config, [*args.overrides, *extra])
-    logs.configure(args.log_level or config.run.log_level)
+    # --log-level beats [logging] level, which beats [run] log_level; the
+    # per-actor levels of [logging.actors] apply under any of them.
+    logs.configure(args.log_level or config.logging.level or config.run.log_level,
+                   actors=config.logging.actors)
     return config
 
 

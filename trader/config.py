@@ -18,6 +18,7 @@ Secrets are never read from TOML: see :mod:`trader.secrets`.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -85,10 +86,16 @@ class ReplayConfig(_Section, frozen=True, kw_only=True):
         batch_bars: most bars per feed batch while nothing is in flight
             (default 4096; bigger batches amortise scheduling, smaller ones
             bound memory per message).
+        journal_backlog: most records the journal may fall behind the graph
+            in a replay (default 2048). It replaces ``[channels] recorder``
+            there: live, a backlog absorbs a slow disk; in a backtest nothing
+            is gained by running ahead of the disk, and the backlog holds
+            every bar it refers to in memory.
     """
 
     speed: float | Literal["max"] = "max"
     batch_bars: PositiveInt = 4096
+    journal_backlog: PositiveInt = 2048
 
 
 class StrategyConfig(_Section, frozen=True, kw_only=True):
@@ -194,10 +201,24 @@ class RiskConfig(_Section, frozen=True, kw_only=True):
             close every position at market (default false).
         on_stale_feed: the state a stale market-data feed forces:
             ``REDUCING`` (default), ``HALTED``, or ``ACTIVE`` (ignore).
+            Staleness is measured by the feed (``[feed] stale_after_s``).
+        on_order_stream_silence: the state a silent order-update stream
+            forces (``[alpaca] order_stream_silence_s`` measures it):
+            ``REDUCING`` (default: polling still books fills), ``HALTED`` or
+            ``ACTIVE`` (journal it, keep trading).
+        on_broker_errors: the state a broker failing more than ``[alpaca]
+            error_rate_max`` of its requests forces: ``REDUCING`` (default),
+            ``HALTED`` or ``ACTIVE``.
+        on_clock_skew: the state a broker clock more than ``[alpaca]
+            clock_skew_max_ms`` away from ours forces: ``HALTED`` (default:
+            bar and order times can no longer be trusted), ``REDUCING`` or
+            ``ACTIVE``.
         auto_resume: return to ACTIVE by itself when a breaker's condition
-            clears (the feed reconnects, a new session starts, the kill-switch
-            file is removed). Default false: an operator resumes
-            (``trader resume``). The drawdown breaker never resumes by itself.
+            clears (live data flows again after a stale feed, the order
+            stream speaks again, the broker's error rate or clock is back
+            within its limit, a new session starts, the kill-switch file is
+            removed). Default false: an operator resumes (``trader resume``).
+            The drawdown breaker never resumes by itself.
         kill_switch_file: if this file exists, HALT (checked at every bar
             batch; "" = no kill switch, the default).
     """
@@ -227,6 +248,9 @@ class RiskConfig(_Section, frozen=True, kw_only=True):
     daily_loss_limit_usd: NonNegativeFloat = 0.0
     flatten_on_halt: bool = False
     on_stale_feed: Literal["ACTIVE", "REDUCING", "HALTED"] = "REDUCING"
+    on_order_stream_silence: Literal["ACTIVE", "REDUCING", "HALTED"] = "REDUCING"
+    on_broker_errors: Literal["ACTIVE", "REDUCING", "HALTED"] = "REDUCING"
+    on_clock_skew: Literal["ACTIVE", "REDUCING", "HALTED"] = "HALTED"
     auto_resume: bool = False
     kill_switch_file: str = ""
 
@@ -284,6 +308,28 @@ class AlpacaConfig(_Section, frozen=True, kw_only=True):
         request_timeout_s: our own timeout per REST call (alpaca-py has none).
         max_requests_per_minute: stay under Alpaca's 200/min (default 190).
         update_timeout_s: poll an order by id if no update arrived in this time.
+        order_stream_silence_s: an order the broker took (a submit or a cancel
+            it answered) that has had no trade update for this many seconds
+            while the stream is connected means the stream has gone silent:
+            a ``BrokerHealthChanged`` for risk (``[risk]
+            on_order_stream_silence``); the next update means it speaks
+            again. 0 (default) = not watched. Keep it above the stream's
+            normal latency (Alpaca: well under a second).
+        error_rate_max: the most of the REST requests in the last
+            ``error_window_s`` that may fail (timeouts, connection failures,
+            401, 429, 5xx: the answers that are no answer) before the broker
+            counts as failing (a fraction, e.g. 0.5; 0 = not watched, the
+            default). Healthy again once the share is back at or under it.
+        error_window_s: the rolling window of ``error_rate_max``, in seconds
+            (default 60).
+        error_min_requests: the fewest requests in the window for the rate to
+            count (default 5), so one failed request of one is not a 100%
+            error rate.
+        clock_skew_max_ms: the most the broker's clock (``/v2/clock``) may
+            differ from ours, in milliseconds (half the request's round trip
+            is allowed for); checked when the update stream starts and every
+            ``clock_check_interval_s``. 0 (default) = not checked.
+        clock_check_interval_s: seconds between clock checks (default 60).
     """
 
     trading_url: str = "https://paper-api.alpaca.markets"
@@ -297,6 +343,12 @@ class AlpacaConfig(_Section, frozen=True, kw_only=True):
     request_timeout_s: PositiveFloat = 10.0
     max_requests_per_minute: Annotated[int, Meta(ge=1, le=200)] = 190
     update_timeout_s: PositiveFloat = 5.0
+    order_stream_silence_s: NonNegativeFloat = 0.0
+    error_rate_max: Fraction = 0.0
+    error_window_s: PositiveFloat = 60.0
+    error_min_requests: PositiveInt = 5
+    clock_skew_max_ms: NonNegativeFloat = 0.0
+    clock_check_interval_s: PositiveFloat = 60.0
 
 
 class LiveFeedConfig(_Section, frozen=True, kw_only=True):
@@ -353,6 +405,8 @@ class ScorerTrainConfig(_Section, frozen=True, kw_only=True):
         embargo_bars: bars left between the end of every training label and
             the first test signal (default 5).
         min_samples: fewer labeled signals than this is a data error (default 50).
+        drift_bins: quantile bins of the training distributions stored in the
+            manifest for drift monitoring (default 10: deciles).
     """
 
     estimator: Literal["hgb", "logreg"] = "hgb"
@@ -362,6 +416,7 @@ class ScorerTrainConfig(_Section, frozen=True, kw_only=True):
     folds: Annotated[int, Meta(ge=2)] = 4
     embargo_bars: Annotated[int, Meta(ge=0)] = 5
     min_samples: PositiveInt = 50
+    drift_bins: Annotated[int, Meta(ge=2, le=100)] = 10
 
 
 class ScorerConfig(_Section, frozen=True, kw_only=True):
@@ -369,20 +424,39 @@ class ScorerConfig(_Section, frozen=True, kw_only=True):
 
     Attributes:
         model: a model manifest (``models/sma-daily-v1.json``) or registry
-            dir + id (``models/sma-daily-v1``), relative to the working
-            directory. Empty (default): no model, signals pass unscored.
+            dir + id (``models/sma-daily-v1``): that version, always; or
+            registry dir + name (``models/sma-daily``): the name's current
+            champion, swapped in while the daemon runs when ``trader train``
+            promotes a new one. Relative to the working directory. Empty
+            (default): no model, signals pass unscored.
         threshold: a signal passes when the model's probability is >= this
             (default 0.5).
         on_model_error: what happens without a usable model (none configured,
             a failed integrity check, a failed prediction): ``pass`` (default,
             rule-only: signals pass unscored) or ``drop`` (no trade: signals
             that open or change exposure are refused; exits always pass).
+        drift_psi_threshold: a population stability index above this, of any
+            feature or of the score, against the model's training window, is
+            a drift breach (default 0.25, the usual "shifted" mark).
+        drift_window_signals: how many of the latest scored signals the
+            live distributions are measured over (default 200).
+        model_check_interval_s: seconds between looks at the champion pointer
+            when ``model`` names a model by name (default 60; 0: never, the
+            champion at start serves until a restart). ``trader run`` only.
+        retrain_on_drift: on a drift breach, run ``trader train`` in a worker
+            process over ``[data]`` and promote the result if it beats the
+            champion (default false). ``trader run`` only, with ``model``
+            naming a model by name.
         train: labeling and validation for ``trader train``.
     """
 
     model: str = ""
     threshold: Fraction = 0.5
     on_model_error: Literal["pass", "drop"] = "pass"
+    drift_psi_threshold: PositiveFloat = 0.25
+    drift_window_signals: PositiveInt = 200
+    model_check_interval_s: NonNegativeFloat = 60.0
+    retrain_on_drift: bool = False
     train: ScorerTrainConfig = ScorerTrainConfig()
 
 
@@ -402,6 +476,59 @@ class HttpConfig(_Section, frozen=True, kw_only=True):
     max_loop_lag_s: PositiveFloat = 2.0
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: The actors a ``[logging.actors]`` key may name (trader/graph.py's START_ORDER).
+LOG_ACTORS = ("recorder", "execution", "risk", "scorer", "strategy", "feed")
+
+
+class LoggingConfig(_Section, frozen=True, kw_only=True):
+    """``[logging]``: how much each part of the daemon says (trader/logs.py).
+
+    Attributes:
+        level: the default level, one of ``debug``, ``info``, ``warning``,
+            ``error``; empty (default) means ``[run] log_level``. The command
+            line's ``--log-level`` beats both.
+        actors: a level per actor, e.g. ``risk = "debug"`` under
+            ``[logging.actors]``; keys are ``recorder``, ``execution``,
+            ``risk``, ``scorer``, ``strategy``, ``feed``. A line belongs to the
+            actor whose module logged it (the broker adapter's lines are
+            execution's, the replay feed's are feed's). Default: none.
+    """
+
+    level: str = ""
+    actors: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Checked here rather than with Literal types: msgspec would report a
+        # bad dict value as `$.logging.actors[...]`, without the actor's name.
+        expected = ", ".join(LOG_LEVELS)
+        if self.level and self.level not in LOG_LEVELS:
+            raise ValueError(f"level: unknown log level {self.level!r} (expected {expected})")
+        for actor, level in self.actors.items():
+            if actor not in LOG_ACTORS:
+                raise ValueError(f"actors.{actor}: not an actor (expected one of "
+                                 f"{', '.join(LOG_ACTORS)})")
+            if level not in LOG_LEVELS:
+                raise ValueError(f"actors.{actor}: unknown log level {level!r} "
+                                 f"(expected {expected})")
+
+
+class RecorderConfig(_Section, frozen=True, kw_only=True):
+    """``[recorder]``: the journal writer.
+
+    Attributes:
+        bar_retention_days: delete journaled ``BarsClosed`` records whose bar
+            closed more than this many days (of market time) before the newest
+            bar the recorder has written (0 = keep every bar, the default).
+            Only raw bars are deleted: orders, fills, positions, equity and
+            every other message stay. Keep it longer than the strategy's
+            warm-up needs: a restarting daemon rebuilds indicators from the
+            journaled bars.
+    """
+
+    bar_retention_days: Annotated[int, Meta(ge=0)] = 0
+
+
 class Config(_Section, frozen=True, kw_only=True):
     """The whole file. Every section is optional and has safe defaults."""
 
@@ -418,6 +545,8 @@ class Config(_Section, frozen=True, kw_only=True):
     sandbox: SandboxConfig = SandboxConfig()
     http: HttpConfig = HttpConfig()
     scorer: ScorerConfig = ScorerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    recorder: RecorderConfig = RecorderConfig()
 
     @property
     def strategy_instance(self) -> str:
@@ -487,6 +616,11 @@ def _describe(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     message, sep, where = text.rpartition(" - at ")
     if sep:
+        # A __post_init__ check may name a field below its section
+        # ("actors.risk: ..."): join it onto the path.
+        sub = re.match(r"([A-Za-z_][\w.]*): ", message)
+        if sub:
+            return f"{where.strip('`')}.{sub.group(1)}: {message[sub.end():]}"
         return f"{where.strip('`')}: {message}"
     return f"$: {text}"
 

@@ -50,18 +50,25 @@ from trader.brokers.base import Broker
 from trader.channels import Channel, ChannelStats, InFlight
 from trader.clock import Clock
 from trader.config import Config
+from trader.inline import InlineDriver
 from trader.journal import KnownOrder
+from trader.latency import TickToOrder
 from trader.messages import (
     AccountUpdated,
     BarClosed,
     BarsClosed,
     BatchCut,
+    BrokerHealthChanged,
     CancelOrder,
+    DriftDetected,
+    DriftMeasured,
     EquitySampled,
     FeedStatusChanged,
     FlattenAll,
     HaltTrading,
     Message,
+    ModelSwapped,
+    ModelSwapRefused,
     OrderAccepted,
     OrderCanceled,
     OrderDenied,
@@ -99,7 +106,16 @@ ROUTES: Mapping[str, Mapping[type[Message], tuple[str, ...]]] = {
         SignalEmitted: ("scorer",),
         BatchCut: ("feed",),
     },
-    "scorer": {SignalScored: ("risk",), ScorerStateChanged: ()},
+    "scorer": {
+        SignalScored: ("risk",),
+        ScorerStateChanged: (),
+        # Facts about the model for the journal and the metrics; risk does not
+        # act on drift (the degradation rule is about a missing model, not a drifting one).
+        DriftMeasured: (),
+        DriftDetected: (),
+        ModelSwapped: (),
+        ModelSwapRefused: (),
+    },
     "risk": {
         SubmitOrder: ("execution",),
         CancelOrder: ("execution",),
@@ -114,6 +130,8 @@ ROUTES: Mapping[str, Mapping[type[Message], tuple[str, ...]]] = {
         AccountUpdated: ("risk",),
         PositionChanged: ("risk", "strategy"),
         ReconciliationDone: ("risk",),
+        # The broker adapter measures (trader.brokers.health); risk decides.
+        BrokerHealthChanged: ("risk",),
     },
     "control": {HaltTrading: ("risk",), ResumeTrading: ("risk",), FlattenAll: ("risk",)},
 }
@@ -172,6 +190,9 @@ class Graph:
         # Shared with the broker adapter when its update stream must count
         # towards quiescence (the simulated broker's fills).
         self.inflight = inflight or InFlight()
+        # Bar arrivals (live feed) matched to orders (execution); trader.metrics
+        # observes the latencies. Outlives restarts of either actor.
+        self.tick_to_order = TickToOrder()
         caps = config.channels
         self.inboxes: dict[str, Channel[Message]] = {
             "strategy": Channel("strategy", caps.strategy, self.inflight),
@@ -182,7 +203,19 @@ class Graph:
             "feed": Channel("feed", caps.feed, None),
         }
         # Untracked: quiescence must not wait for the disk.
-        self.journal: Channel[JournalRecord] = Channel("recorder", caps.recorder, None)
+        backlog = config.replay.journal_backlog if adapters.mode == "replay" else caps.recorder
+        self.journal: Channel[JournalRecord] = Channel("recorder", backlog, None)
+        # Replay: the same actors, handled run-to-completion by whoever waits
+        # for quiet (trader.inline); live keeps a task per actor, where nothing
+        # slow may hold up the others. Data-flow order: a drain round takes
+        # bars to the strategy first and order events back last.
+        self.driver: InlineDriver | None = None
+        if adapters.mode == "replay":
+            self.driver = InlineDriver(
+                [self.inboxes[n] for n in ("strategy", "scorer", "risk", "execution")]
+                + [adapters.broker.updates],
+                self.inflight,
+            )
         self.commits = JournalCommits()
         self.run_info = run
         self._db_path = db_path
@@ -217,12 +250,14 @@ class Graph:
 
         def recorder() -> Actor:
             return Recorder(self.journal, path=self._db_path, run=self.run_info,
-                            commits=self.commits, on_commit=self._on_journal_commit)
+                            commits=self.commits, on_commit=self._on_journal_commit,
+                            bar_retention_days=cfg.recorder.bar_retention_days)
 
         def execution() -> Actor:
             return ExecutionActor(self.inboxes["execution"], self.outbox("execution"),
                                   broker=adapters.broker, now_ns=adapters.clock.now_ns,
-                                  known_orders=self._known_orders)
+                                  known_orders=self._known_orders,
+                                  tick_to_order=self.tick_to_order)
 
         def risk() -> Actor:
             return RiskActor(self.inboxes["risk"], self.outbox("risk"), config=cfg.risk,
@@ -230,9 +265,13 @@ class Graph:
                              trading_state=self.trading_state, clock=adapters.clock)
 
         def scorer() -> Actor:
+            # Only a daemon follows the champion and retrains: a replay scores
+            # with one model, so its journal depends on the data alone.
+            live = adapters.mode != "replay"
             return ScorerActor(self.inboxes["scorer"], self.outbox("scorer"),
                                config=cfg.scorer, now_ns=adapters.clock.now_ns,
-                               warmup=self._warmup)
+                               warmup=self._warmup, follow_champion=live,
+                               retrain_config=cfg if live else None)
 
         def strategy() -> Actor:
             # A fresh strategy per incarnation: its state is rebuilt from the
@@ -282,6 +321,16 @@ class Graph:
         """Return once a stop has been requested."""
         await self._stop.wait()
 
+    async def settle(self) -> None:
+        """Return once every message caused so far has been handled (see trader.channels).
+
+        Under inline delivery this handles them, in the caller's task.
+        """
+        if self.driver is not None:
+            await self.driver.drain()
+        else:
+            await self.inflight.wait_quiet()
+
     async def wait_ready(self) -> None:
         """Return once every actor has started (never, if start-up fails)."""
         await self._ready.wait()
@@ -293,6 +342,10 @@ class Graph:
             RestartBudgetExhausted: an actor crashed too often; the graph is down.
         """
         async with anyio.create_task_group() as tg:
+            if self.driver is not None:
+                # Handles what arrives while no feed drives (an operator's
+                # command, the shutdown drain); cancelled below, once stopped.
+                tg.start_soon(self.driver.run)
             await tg.start(self.supervisor.run)
             self.ready = True
             self._ready.set()
@@ -300,6 +353,7 @@ class Graph:
             task_status.started()
             await self._stop.wait()
             await self._shutdown()
+            tg.cancel_scope.cancel()
         log.info("graph stopped", finished=self.finished, journal_records=self.journal.sent)
 
     async def _shutdown(self) -> None:
@@ -308,7 +362,7 @@ class Graph:
         deadline = self.config.run.shutdown_deadline_s
         with anyio.move_on_after(deadline) as scope:
             await sup.stop_child("feed")
-            await self.inflight.wait_quiet()
+            await self.settle()
             # Close inboxes along the data flow: each actor finishes its
             # backlog (nothing, once quiet) and returns.
             for name in reversed(START_ORDER[1:-1]):

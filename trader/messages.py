@@ -120,6 +120,51 @@ class ScorerStateChanged(Message, frozen=True, kw_only=True):
     model_id: str | None = None
 
 
+class DriftReport(Message, frozen=True, kw_only=True):
+    """Base of the drift messages: every PSI of the scorer's window (trader.ml.drift).
+
+    ``features`` and ``feature_psi`` are parallel; ``breached`` names those above
+    ``threshold`` (``score`` for the score's PSI).
+    """
+
+    model_id: str
+    window_signals: int
+    threshold: float
+    features: tuple[str, ...]
+    feature_psi: tuple[float, ...]
+    score_psi: float
+    breached: tuple[str, ...] = ()
+
+
+class DriftMeasured(DriftReport, frozen=True, kw_only=True):
+    """The PSIs now: every quarter window of scored signals, and when a breach ends."""
+
+    in_breach: bool = False
+
+
+class DriftDetected(DriftReport, frozen=True, kw_only=True):
+    """A drift breach began: a PSI passed the threshold (once per episode, not per bar)."""
+
+    retraining: bool = False
+    """A retrain was started because of it (``[scorer] retrain_on_drift``)."""
+
+
+class ModelSwapped(Message, frozen=True, kw_only=True):
+    """The scorer scores with another model from the next message on."""
+
+    model_id: str
+    previous_model_id: str | None = None
+    reason: str = ""
+
+
+class ModelSwapRefused(Message, frozen=True, kw_only=True):
+    """A new champion failed its integrity check; the current model keeps scoring."""
+
+    model_id: str
+    reason: str
+    current_model_id: str | None = None
+
+
 # --- orders --------------------------------------------------------------------
 
 
@@ -252,11 +297,40 @@ class EquitySampled(Message, frozen=True, kw_only=True):
 
 
 class RiskStateChanged(Message, frozen=True, kw_only=True):
-    """The trading state moved, and why."""
+    """The trading state moved, and why.
+
+    ``breaker`` names the condition that explains the new state
+    (``stale_feed``, ``order_stream_silence``, ``broker_errors``,
+    ``clock_skew``, ``drawdown``, ``daily_loss``, ``kill_switch``,
+    ``operator``, ``restored``), or the one whose clearing moved it; "" when
+    none does (journals written before the field existed).
+    """
 
     state: TradingState
     previous: TradingState
     reason: str
+    breaker: str = ""
+
+
+BrokerCheck = Literal["order_stream", "error_rate", "clock_skew"]
+
+
+class BrokerHealthChanged(Message, frozen=True, kw_only=True):
+    """The broker adapter's measure of one aspect of the broker crossed its threshold.
+
+    ``order_stream``: orders have waited ``[alpaca] order_stream_silence_s``
+    for a trade update while the stream was connected (healthy again at the
+    next update). ``error_rate``: the share of failed REST requests over the
+    rolling window. ``clock_skew``: the broker's clock against ours.
+    ``measured`` is the observation in the check's unit (seconds, a
+    fraction, milliseconds). The adapter measures; risk decides
+    (``[risk] on_order_stream_silence`` ...).
+    """
+
+    check: BrokerCheck
+    healthy: bool
+    reason: str
+    measured: float = 0.0
 
 
 class HaltTrading(Message, frozen=True, kw_only=True):
@@ -308,6 +382,11 @@ AnyMessage: TypeAlias = (
     | ReconciliationDone
     | FeedStatusChanged
     | ScorerStateChanged
+    | BrokerHealthChanged
+    | DriftMeasured
+    | DriftDetected
+    | ModelSwapped
+    | ModelSwapRefused
 )
 
 # One codec for the journal; msgpack is compact and msgspec decodes it straight

@@ -5,7 +5,7 @@ units (seconds, dollars, ratios), ``_total`` for counters. Labels stay
 low-cardinality (actor, side, status, reason, state): never an order id,
 never a symbol.
 
-Three sources feed them, so the hot path pays (almost) nothing:
+Four sources feed them, so the hot path pays (almost) nothing:
 
 * **The journal.** The recorder hands every committed batch to
   :meth:`Metrics.on_commit`. Orders, fills, denials, equity, P&L, the risk
@@ -16,6 +16,8 @@ Three sources feed them, so the hot path pays (almost) nothing:
   live feed's counters are read when Prometheus scrapes (:class:`_GraphCollector`).
 * **The loop monitor** (:meth:`Metrics.watch_loop`): a task that measures how
   late the event loop wakes it, every 0.5 s.
+* **Tick-to-order** (:mod:`trader.latency`): the graph's matcher of bar
+  arrivals (live feed) to orders (execution) observes the histogram.
 
 The same observations answer ``/readyz`` (:meth:`Metrics.readiness`) and
 ``/status`` (:meth:`Metrics.status`). What this module is not: a server
@@ -42,9 +44,15 @@ from trader.feedcheck import Reason
 from trader.messages import (
     AccountUpdated,
     BarsClosed,
+    BrokerCheck,
+    BrokerHealthChanged,
+    DriftDetected,
+    DriftMeasured,
     EquitySampled,
     FeedStatusChanged,
     Message,
+    ModelSwapped,
+    ModelSwapRefused,
     OrderAccepted,
     OrderCanceled,
     OrderDenied,
@@ -135,6 +143,27 @@ class Metrics:
             "model drift signal).",
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=r,
         )
+        # Drift (trader.ml.drift): set from the scorer's journaled DriftMeasured /
+        # DriftDetected, so they lag the window by at most a quarter of it.
+        self.feature_psi = gauge(
+            "trader_model_feature_psi",
+            "Population stability index of each model feature over the scorer's window "
+            "against the training window.", ["feature"])
+        self.score_psi = gauge(
+            "trader_model_score_psi",
+            "Population stability index of the model's scores over the scorer's window "
+            "against the training window.")
+        self.drift_threshold = gauge(
+            "trader_model_drift_psi_threshold",
+            "The PSI above which the scorer calls drift ([scorer] drift_psi_threshold).")
+        self.drift_breach = gauge("trader_model_drift_breach",
+                                  "1 during a drift breach episode, else 0.")
+        self.drift_events = counter("trader_model_drift_events_total",
+                                    "Drift breach episodes the scorer journaled.")
+        self.model_swaps = counter(
+            "trader_model_swaps_total",
+            "Champion changes the running scorer met: swapped in, or refused (integrity).",
+            ["outcome"])
         self.orders_submitted = counter("trader_orders_submitted_total",
                                         "Orders risk sent to execution.", ["side"])
         self.orders_closed = counter("trader_orders_closed_total",
@@ -160,6 +189,25 @@ class Metrics:
                                  "Highest equity seen since the process started.")
         self.drawdown = gauge("trader_drawdown_ratio",
                               "Drawdown from the equity peak: (peak - equity) / peak.")
+        self.broker_healthy = gauge(
+            "trader_broker_healthy",
+            "1 while the broker passes each health check (order_stream, error_rate, "
+            "clock_skew), 0 while it fails it.", ["condition"])
+        self.risk_state_changes = counter(
+            "trader_risk_state_changes_total",
+            "Trading state changes, by the condition behind each (a breaker, operator, "
+            "restored).", ["condition"])
+        for check in get_args(BrokerCheck):
+            self.broker_healthy.labels(check).set(1)
+        # --- live latency ----------------------------------------------------------
+        self.tick_to_order = Histogram(
+            "trader_tick_to_order_seconds",
+            "From the live feed reading a bar's frame to execution handing the order that "
+            "bar caused to the broker (monotonic clock; live only, see trader/latency.py).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                     10.0),
+            registry=r,
+        )
         # --- the loop --------------------------------------------------------------
         self.loop_lag = Histogram(
             "trader_event_loop_lag_seconds",
@@ -181,6 +229,8 @@ class Metrics:
             self.denials.labels(reason)
         for outcome in ("passed", "blocked", "unscored"):
             self.signals_scored.labels(outcome)
+        for outcome in ("swapped", "refused"):
+            self.model_swaps.labels(outcome)
 
         # What the journal told us, for /status and /readyz.
         self.last_bar_ns = 0
@@ -206,6 +256,10 @@ class Metrics:
             BarsClosed: self._on_bars,
             SignalEmitted: lambda s, m: self.signals.inc(),
             SignalScored: self._on_scored,
+            DriftMeasured: self._on_drift,
+            DriftDetected: self._on_drift,
+            ModelSwapped: lambda s, m: self.model_swaps.labels("swapped").inc(),
+            ModelSwapRefused: lambda s, m: self.model_swaps.labels("refused").inc(),
             SubmitOrder: self._on_submit,
             OrderDenied: lambda s, m: self.denials.labels(m.reason_code).inc(),
             OrderAccepted: lambda s, m: self._open(m.client_order_id),
@@ -220,6 +274,8 @@ class Metrics:
             RiskStateChanged: self._on_risk_state,
             ReconciliationDone: self._on_reconciled,
             FeedStatusChanged: self._on_feed_status,
+            BrokerHealthChanged: lambda s, m: self.broker_healthy.labels(m.check).set(
+                float(m.healthy)),
         }
         self._collector = _GraphCollector(self)
         r.register(self._collector)
@@ -227,8 +283,10 @@ class Metrics:
     # --- wiring ----------------------------------------------------------------------
 
     def attach(self, graph: Graph) -> None:
-        """Read snapshots (channels, restarts, the feed) from ``graph`` from now on."""
+        """Read snapshots (channels, restarts, the feed) from ``graph`` from now on,
+        and observe its tick-to-order latencies."""
         self._graph = graph
+        graph.tick_to_order.observe = self.tick_to_order.observe
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -278,6 +336,17 @@ class Metrics:
             self.score.observe(msg.probability)
             outcome = "passed" if msg.passed else "blocked"
         self.signals_scored.labels(outcome).inc()
+
+    def _on_drift(self, source: str, msg: DriftMeasured | DriftDetected) -> None:
+        for name, value in zip(msg.features, msg.feature_psi, strict=True):
+            self.feature_psi.labels(name).set(value)
+        self.score_psi.set(msg.score_psi)
+        self.drift_threshold.set(msg.threshold)
+        if isinstance(msg, DriftDetected):
+            self.drift_events.inc()
+            self.drift_breach.set(1)
+        else:
+            self.drift_breach.set(float(msg.in_breach))
 
     def _on_submit(self, source: str, msg: SubmitOrder) -> None:
         self.orders_submitted.labels(msg.side).inc()
@@ -341,6 +410,7 @@ class Metrics:
         # the last one is the state now.
         self.risk_state = msg.state
         self.risk_reason = msg.reason
+        self.risk_state_changes.labels(msg.breaker or "unknown").inc()
 
     def _on_feed_status(self, source: str, msg: FeedStatusChanged) -> None:
         self.feed_status = msg.status

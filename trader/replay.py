@@ -23,7 +23,7 @@ With ``speed`` set, timestamps are released at that multiple of real time
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import numpy as np
@@ -153,8 +153,11 @@ class ReplayFeed:
         speed: float | None = None,
         on_finished: Callable[[], None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._data = data
+        # Graph.settle under inline delivery: the feed's task does the handling.
+        self._settle = settle or inflight.wait_quiet
         self._out = outbox
         self._control = control
         self._inflight = inflight
@@ -168,13 +171,13 @@ class ReplayFeed:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        data, broker, inflight = self._data, self._broker, self._inflight
+        data, broker, settle = self._data, self._broker, self._settle
         n = len(data)
         wall_start: float | None = None
         first_ts = int(data.ts[0]) if n else 0
         while self._cursor.position < n:
             i = self._cursor.position
-            await inflight.wait_quiet()
+            await settle()
             stepping = self._speed is not None or broker.exchange.has_open_orders()
             j = data.group_end(i) if stepping else data.chunk_end(i, self._batch)
             if self._speed is not None:
@@ -187,14 +190,15 @@ class ReplayFeed:
                 # The market trades the bar before it closes for the strategy.
                 self._clock.advance_to(bars[0].ts_ns)
                 if await broker.on_bars(bars):
-                    await inflight.wait_quiet()
+                    await settle()
             await self._out.emit(BarsClosed(ts_ns=bars[-1].ts_ns, bars=bars), journal=False)
-            await inflight.wait_quiet()
+            await settle()
             j = self._apply_cut(i, j)
             if not stepping:
-                # Nothing was open, so the market had nothing to trade; it only
-                # needs the last prices of what was released.
-                await broker.on_bars(bars[: j - i])
+                # Nothing was open before these bars closed (an order the
+                # strategy sent meanwhile is stamped with the last of them), so
+                # the market has nothing to trade; it only needs their prices.
+                broker.mark(bars[: j - i])
             self._clock.advance_to(int(data.ts[j - 1]))
             self._cursor.position = j
             if self._on_progress is not None:

@@ -60,14 +60,7 @@ def load_results(db_path: str | Path, run_id: str | None = None, *, bars: int = 
             raise RunNotFound(f"{db_path}: no run {rid!r}")
         config = json.loads(row[0])
         cash = round(float(config["broker"]["cash_usd"]) * 100)
-        eq = np.array(
-            db.execute(
-                "SELECT ts_ns, equity_cents, exposure_cents FROM equity WHERE run_id = ? "
-                "ORDER BY ts_ns",
-                (rid,),
-            ).fetchall(),
-            dtype=np.int64,
-        ).reshape(-1, 3)
+        eq = _equity_rows(db, rid)
         fills = [
             FillRow(ts_ns=t, symbol=s, side=side, qty=q, price=p, commission_cents=c)
             for t, s, side, q, p, c in db.execute(
@@ -88,6 +81,23 @@ def load_results(db_path: str | Path, run_id: str | None = None, *, bars: int = 
         fills=fills,
         commissions_cents=sum(f.commission_cents for f in fills),
     )
+
+
+def _equity_rows(db: sqlite3.Connection, run_id: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """``(ts_ns, equity_cents, exposure_cents)`` rows, read in chunks straight into
+    one array: a row per bar, and a million Python tuples would cost more memory
+    than the whole replay."""
+    (n,) = db.execute("SELECT COUNT(*) FROM equity WHERE run_id = ?", (run_id,)).fetchone()
+    out = np.empty((n, 3), dtype=np.int64)
+    cur = db.execute(
+        "SELECT ts_ns, equity_cents, exposure_cents FROM equity WHERE run_id = ? ORDER BY ts_ns",
+        (run_id,),
+    )
+    i = 0
+    while rows := cur.fetchmany(16384):
+        out[i : i + len(rows)] = rows
+        i += len(rows)
+    return out[:i]
 
 
 def _count_bars(db: sqlite3.Connection, run_id: str) -> int:

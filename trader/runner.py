@@ -148,6 +148,7 @@ async def run_replay(
             speed=speed,
             on_finished=graph.feed_finished,
             on_progress=on_progress,
+            settle=graph.settle,
         )
 
     run = RunInfo(
@@ -285,6 +286,7 @@ async def run_live(
                 last_seen=seen or None,
                 request_timeout_s=alpaca.request_timeout_s,
                 before_emit=market_first,
+                tick_to_order=graph.tick_to_order,
             )
             feeds[:] = [actor]
             return actor

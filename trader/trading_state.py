@@ -12,14 +12,18 @@
 
 The state is the most severe of the *conditions* now tripped, each named and
 each forcing a state: ``operator``, ``kill_switch``, ``drawdown``,
-``daily_loss`` (HALTED), ``stale_feed`` (``[risk] on_stale_feed``) and
-``restored`` (the state the journal last recorded, at start). An operator
-resume clears every condition and re-bases the breakers' marks, so they
-measure from the equity at the resume instead of tripping again at the next
-bar; it cannot clear the kill switch while its file exists. With
-``auto_resume`` a condition clears itself when its cause goes: the feed
-reconnects, a new session starts, the kill-switch file is removed. The
-drawdown breaker never clears itself, and neither does ``restored``.
+``daily_loss`` (HALTED), ``stale_feed`` (``[risk] on_stale_feed``),
+``order_stream_silence``, ``broker_errors``, ``clock_skew`` (``[risk]
+on_order_stream_silence``, ``on_broker_errors``, ``on_clock_skew``: the
+broker adapter's ``BrokerHealthChanged``) and ``restored`` (the state the
+journal last recorded, at start). An operator resume clears every condition
+and re-bases the breakers' marks, so they measure from the equity at the
+resume instead of tripping again at the next bar; it cannot clear the kill
+switch while its file exists. With ``auto_resume`` a condition clears itself
+when its cause goes: live data flows again, the broker is healthy again, a
+new session starts, the kill-switch file is removed. The drawdown breaker
+never clears itself, and neither does ``restored``. Each change names the
+condition behind it (``RiskStateChanged.breaker``).
 
 Breakers run on the equity marks risk makes at every bar timestamp: the
 drawdown from the high-water mark, and the loss since the last mark before
@@ -37,11 +41,18 @@ from typing import NamedTuple
 
 from trader.calendar import next_close_ns
 from trader.config import RiskConfig
-from trader.messages import RiskStateChanged, TradingState
+from trader.messages import BrokerCheck, RiskStateChanged, TradingState
 from trader.money import to_cents
 from trader.risk_checks import daily_loss_breached, drawdown_breached
 
 SEVERITY: dict[TradingState, int] = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
+
+#: The condition each broker health check trips.
+BROKER_BREAKERS: dict[BrokerCheck, str] = {
+    "order_stream": "order_stream_silence",
+    "error_rate": "broker_errors",
+    "clock_skew": "clock_skew",
+}
 
 
 class StateEvent(NamedTuple):
@@ -100,7 +111,7 @@ class TradingStateMachine:
         """Condition ``name`` no longer holds (None if it was not tripped)."""
         if self.tripped.pop(name, None) is None:
             return None
-        return StateEvent(self.settle(ts_ns, reason), False, ts_ns, reason)
+        return StateEvent(self.settle(ts_ns, reason, name), False, ts_ns, reason)
 
     def resume(self, reason: str, ts_ns: int, *, kill_switch: str = "") -> StateEvent:
         """The operator clears every condition but a kill-switch file that still exists.
@@ -115,28 +126,29 @@ class TradingStateMachine:
             self._high_water_cents = self._day_start_cents = self._last_equity_cents
         if kill_switch:
             self.tripped["kill_switch"] = ("HALTED", f"kill_switch: {kill_switch} exists")
-        return StateEvent(self.settle(ts_ns, reason), False, ts_ns, reason)
+        return StateEvent(self.settle(ts_ns, reason, "operator"), False, ts_ns, reason)
 
     def settle(self, ts_ns: int, reason: str = "", name: str = "") -> RiskStateChanged | None:
         """The change to journal if the tripped conditions moved the state, else None.
 
-        ``reason`` is what just happened; ``name`` the condition it tripped,
-        if any. The change is stamped no earlier than the previous one, so the
-        journal orders state changes as they happened.
+        ``reason`` is what just happened; ``name`` the condition it tripped
+        or cleared, if any. The change is stamped no earlier than the previous
+        one, so the journal orders state changes as they happened.
         """
         state: TradingState = "ACTIVE"
-        why = reason
-        for forced, text in self.tripped.values():
+        why, breaker = reason, name
+        for cond, (forced, text) in self.tripped.items():
             if SEVERITY[forced] > SEVERITY[state]:
-                state, why = forced, text
+                state, why, breaker = forced, text, cond
         if name in self.tripped and self.tripped[name][0] == state:
-            why = reason  # the condition just tripped explains the state best
+            why, breaker = reason, name  # the condition just tripped explains it best
         previous = self._state
         if state == previous:
             return None
         self._state = state
         self._last_ts_ns = ts = max(ts_ns, self._last_ts_ns)
-        return RiskStateChanged(ts_ns=ts, state=state, previous=previous, reason=why)
+        return RiskStateChanged(ts_ns=ts, state=state, previous=previous, reason=why,
+                                breaker=breaker)
 
     # --- what trips them ---------------------------------------------------------------
 
@@ -203,5 +215,24 @@ class TradingStateMachine:
         if status == "stale" and forced != "ACTIVE":
             return self.trip("stale_feed", forced, f"stale_feed: {reason or 'no data'}", ts_ns)
         if status == "connected" and cfg.auto_resume:
-            return self.clear("stale_feed", "stale_feed cleared: the feed reconnected", ts_ns)
+            # After a stale spell the feed says "connected" only once live
+            # data flows again, not at a bare reconnect (trader.actors.feed).
+            return self.clear("stale_feed",
+                              f"stale_feed cleared: {reason or 'the feed reconnected'}", ts_ns)
+        return None
+
+    def on_broker_health(self, check: BrokerCheck, healthy: bool, reason: str, ts_ns: int,
+                         cfg: RiskConfig) -> StateEvent | None:
+        """An unhealthy broker forces the state its check is configured to; a healthy
+        one clears the condition with auto_resume (else an operator resumes)."""
+        name = BROKER_BREAKERS[check]
+        forced = {"order_stream": cfg.on_order_stream_silence,
+                  "error_rate": cfg.on_broker_errors,
+                  "clock_skew": cfg.on_clock_skew}[check]
+        if not healthy:
+            if forced == "ACTIVE":
+                return None
+            return self.trip(name, forced, f"{name}: {reason}", ts_ns)
+        if cfg.auto_resume:
+            return self.clear(name, f"{name} cleared: {reason}", ts_ns)
         return None

@@ -221,7 +221,17 @@ async def consume(
     ``handle`` may be synchronous (it posts to ``outbox``, which is flushed
     after each message) or a coroutine function. Synchronous handlers skip a
     coroutine per message, which is most of the per-hop cost.
+
+    Under inline delivery (replay, trader.inline) the inbox's driver calls
+    ``handle`` instead, in the task that needs the graph quiet; this task
+    only waits, and raises if the handler did.
     """
+    driver = inbox.driver
+    if driver is not None:
+        await driver.serve(inbox, handle, actor,
+                           outbox.flush if outbox is not None else None,
+                           outbox.pending if outbox is not None else None)
+        return
     if not inspect.iscoroutinefunction(handle):
         assert outbox is not None, "a synchronous handler posts to an outbox"
         await _consume_sync(inbox, cast(Callable[[Message], None], handle), actor, outbox)

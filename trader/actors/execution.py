@@ -25,6 +25,7 @@ from trader.brokers.base import Broker, OrderState
 from trader.channels import Channel
 from trader.errors import BrokerRejected
 from trader.journal import KnownOrder
+from trader.latency import TickToOrder
 from trader.messages import (
     AccountUpdated,
     CancelOrder,
@@ -61,7 +62,9 @@ class ExecutionActor:
         broker: Broker,
         now_ns: Callable[[], int],
         known_orders: Callable[[], list[KnownOrder]] | None = None,
+        tick_to_order: TickToOrder | None = None,
     ) -> None:
+        self._tick_to_order = tick_to_order
         self._inbox = inbox
         self._out = outbox
         self._broker = broker
@@ -200,6 +203,9 @@ class ExecutionActor:
             # here; make that durable before the broker can act on it, so a
             # crash can never leave an order at the broker we have no record of.
             await self._out.barrier()
+        if self._tick_to_order is not None:
+            # The order leaves our hands here: the end of tick-to-order.
+            self._tick_to_order.submitting(cmd.symbol, cmd.ts_ns)
         try:
             await self._broker.submit(cmd)
         except BrokerRejected as exc:

@@ -29,6 +29,9 @@ the minute closes); a late bar of another symbol is still passed on.
 Faults: disconnects, refused logins (402), connection limits (406), failed
 backfills and staleness are transient: logged, then a reconnect after
 ``uniform(0, min(reconnect_max_s, reconnect_initial_s * 2**attempt))``. A
+stale feed stays "stale" through its reconnects until a live frame carries
+bars again; only then is it "connected" (risk's stale_feed breaker clears on
+that with ``auto_resume``). A
 refused subscription (409 "insufficient subscription") is not: the feed
 raises :class:`FeedSubscriptionRefused` and the supervisor decides.
 
@@ -41,6 +44,7 @@ What it is not: a quote or trade feed, or an order-update stream.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
@@ -76,6 +80,7 @@ from trader.feedcheck import (
     timeframe_name,
     to_bar,
 )
+from trader.latency import TickToOrder
 from trader.messages import BarClosed, BarsClosed, FeedStatusChanged
 from trader.secrets import Credentials
 
@@ -123,6 +128,9 @@ class LiveFeed:
             seeds de-duplication and the first backfill.
         market_open: ``ts_ns -> bool`` (default :func:`trader.calendar.is_open`).
         request_timeout_s: the bound on each backfill request.
+        before_emit: awaited before each batch goes out (market first).
+        tick_to_order: told when each streamed bar's frame was read (the
+            start of the tick-to-order latency; backfilled bars are not).
 
     Raises:
         ValueError: no symbols, or a ``timeframe_s`` Alpaca has no bars for.
@@ -151,8 +159,10 @@ class LiveFeed:
         market_open: Callable[[int], bool] | None = None,
         request_timeout_s: float = 10.0,
         before_emit: Callable[[BarsClosed], Awaitable[None]] | None = None,
+        tick_to_order: TickToOrder | None = None,
     ) -> None:
         self._before_emit = before_emit
+        self._tick_to_order = tick_to_order
         if not symbols:
             raise ValueError("the live feed needs at least one symbol")
         self._out = outbox
@@ -174,6 +184,10 @@ class LiveFeed:
         self._need_backfill = bool(last_seen)
         self._since_ns: int | None = None  # first subscription: floor for unseen symbols
         self._status: Status | None = None
+        # Stale until live data flows again: reconnecting (and backfilling)
+        # is not proof that the exchange is publishing, so "stale" holds
+        # across reconnects, and risk's stale_feed breaker with it.
+        self._stale = False
         self._subscribed = False
         self._started = False
 
@@ -221,7 +235,8 @@ class LiveFeed:
                     reason = f"{type(exc).__name__}: {exc}"
                 if self._subscribed:
                     attempt = 0
-                await self._set_status("disconnected", reason)
+                if not self._stale:
+                    await self._set_status("disconnected", reason)
                 ceiling = self._config.reconnect_initial_s * 2 ** min(attempt, 32)
                 delay = self._rng.uniform(0.0, min(self._config.reconnect_max_s, ceiling))
                 attempt += 1
@@ -253,7 +268,8 @@ class LiveFeed:
             if not self._started:
                 self._started = True
                 task_status.started()
-            await self._set_status("connected", "subscribed")
+            if not self._stale:
+                await self._set_status("connected", "subscribed")
             if self._need_backfill:
                 await self._backfill(http)
                 self._need_backfill = False
@@ -310,19 +326,27 @@ class LiveFeed:
             data: str | bytes | None = None
             with anyio.move_on_after(max(deadline - anyio.current_time(), 0.0)):
                 data = await ws.recv(decode=False)
+            # The tick-to-order clock starts when the frame is in our hands.
+            read_ns = time.perf_counter_ns()
             if data is None:
                 if self._market_open(self._clock.now_ns()):
                     reason = f"no data for {stale_after:g}s while the market is open"
+                    self._stale = True
                     await self._set_status("stale", reason)
                     raise FeedUnavailable(reason)
                 deadline = anyio.current_time() + stale_after  # closed: quiet is normal
                 continue
             messages, damaged = self._decode(data)
+            if self._stale and any(isinstance(m, WireBar) for m in messages):
+                # Before the bars: risk must see the feed live before it
+                # sees a signal those bars cause.
+                self._stale = False
+                await self._set_status("connected", "live data flows again")
             if damaged:
                 # The frame may have carried bars: repair the gap from REST
                 # before anything later goes out, or they would be out of order.
                 await self._backfill(http)
-            await self._handle(messages)
+            await self._handle(messages, read_ns=read_ns)
             if damaged or any(isinstance(m, WireBar) for m in messages):
                 # Measured from here, so time spent waiting for a full strategy
                 # inbox never reads as a silent exchange.
@@ -344,7 +368,7 @@ class LiveFeed:
                         kept=len(frame.messages))
         return frame.messages, frame.malformed > 0
 
-    async def _handle(self, messages: Iterable[StreamMessage]) -> None:
+    async def _handle(self, messages: Iterable[StreamMessage], *, read_ns: int = 0) -> None:
         bars: list[BarClosed] = []
         for m in messages:
             if isinstance(m, WireBar):
@@ -359,7 +383,7 @@ class LiveFeed:
             else:
                 log.debug("data stream control message", message=repr(m))
         if bars:
-            await self._pass_on(bars)
+            await self._pass_on(bars, read_ns=read_ns)
 
     def _check(self, wire: RestBar, symbol: str) -> BarClosed | None:
         """The bar as our message, or None if it is for another symbol or invalid."""
@@ -378,12 +402,16 @@ class LiveFeed:
         log.warning("invalid bar dropped", symbol=symbol, reason=reason, t=wire.t, o=wire.o,
                     h=wire.h, l=wire.low, c=wire.c, v=wire.v)
 
-    async def _pass_on(self, bars: Iterable[BarClosed], *, backfill: bool = False) -> None:
+    async def _pass_on(
+        self, bars: Iterable[BarClosed], *, backfill: bool = False, read_ns: int = 0
+    ) -> None:
         batches, repeats = self._seq.admit(bars)
         if repeats:
             self.duplicates += repeats
             log.info("duplicate or out-of-order bars dropped", count=repeats, backfill=backfill)
         for batch in batches:
+            if read_ns and self._tick_to_order is not None:
+                self._tick_to_order.arrived(batch.bars, read_ns)
             if self._before_emit is not None:
                 # Market first, as in replay: the broker's events up to this
                 # bar are in and handled before the strategy sees the bar.

@@ -17,6 +17,15 @@ Tables (schema version 1; see DESIGN.md):
 * ``signals``, ``orders``, ``order_events``, ``fills``, ``positions``,
   ``equity``: the same facts in queryable form.
 
+Retention (``[recorder] bar_retention_days``): raw bars are the bulk of a
+long-running daemon's journal and are only needed for warm-up and reports,
+so ``BarsClosed`` records older than the retention, measured back from the
+newest bar written, are deleted as the daemon goes: at the first bars after
+start, then whenever the newest bar has moved an hour of market time, at most
+:data:`PRUNE_CHUNK` records per transaction (a big backlog is worked off over
+the following commits). Nothing else is ever deleted. The file does not
+shrink (SQLite reuses the freed pages); ``VACUUM`` it offline to shrink it.
+
 On shutdown it drains its queue and commits before returning.
 """
 
@@ -31,12 +40,14 @@ from typing import Any
 
 import aiosqlite
 import anyio
+import structlog
 from anyio.abc import TaskStatus
 
 from trader.actors.base import JournalCommits, JournalRecord
 from trader.channels import Channel
 from trader.messages import (
     AccountUpdated,
+    BarsClosed,
     EquitySampled,
     Message,
     OrderAccepted,
@@ -54,7 +65,15 @@ from trader.messages import (
     encode,
 )
 
+log = structlog.get_logger("trader.recorder")
+
 SCHEMA_VERSION = 1
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+PRUNE_EVERY_NS = 3_600 * 1_000_000_000
+"""Market time between retention passes once the backlog is gone."""
+PRUNE_CHUNK = 5_000
+"""The most bar records one retention pass deletes (bounds one transaction)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -190,6 +209,9 @@ class Recorder:
         max_batch: the most records in one transaction.
         on_commit: called after each commit with the batch and the seconds the
             write took (trader.metrics counts what was journaled from it).
+        bar_retention_days: delete ``BarsClosed`` records this many days older
+            than the newest bar written (0: keep them all); see the module
+            docstring.
     """
 
     name = "recorder"
@@ -204,8 +226,15 @@ class Recorder:
         linger_s: float = 0.02,
         max_batch: int = 50_000,
         on_commit: Callable[[Sequence[JournalRecord], float], None] | None = None,
+        bar_retention_days: int = 0,
     ) -> None:
         self._on_commit = on_commit
+        self._retention_ns = bar_retention_days * NS_PER_DAY
+        self._newest_bar_ns = 0
+        self._next_prune_ns = 0
+        # Bars below this were all deleted by an earlier pass: later passes
+        # start their scan here.
+        self._pruned_below_ns = 0
         self._linger_s = linger_s
         self._max_batch = max_batch
         self._inbox = inbox
@@ -304,12 +333,37 @@ class Recorder:
                 )
             else:
                 statements.extend(self._rows(run_id, source, n, msg))
+        prune = self._prune_due(batch) if self._retention_ns else None
         # One trip to the database thread per batch: aiosqlite would otherwise
         # hop threads for every statement. (_execute is aiosqlite's own
         # "run this function on the connection's thread".)
-        await db._execute(  # type: ignore[no-untyped-call]
-            _write_sync, db._conn, journal, equity, statements
+        pruned: int = await db._execute(  # type: ignore[no-untyped-call]
+            _write_sync, db._conn, journal, equity, statements, prune
         )
+        if prune is not None:
+            self._pruned(prune[1], pruned)
+
+    def _prune_due(self, batch: list[JournalRecord]) -> tuple[int, int] | None:
+        """The ``(since, cutoff)`` window of bar records to delete now, if a pass is due."""
+        newest = max((m.ts_ns for _, m in batch if type(m) is BarsClosed), default=0)
+        if newest > self._newest_bar_ns:
+            self._newest_bar_ns = newest
+        if not self._newest_bar_ns or self._newest_bar_ns < self._next_prune_ns:
+            return None
+        cutoff = self._newest_bar_ns - self._retention_ns
+        if cutoff <= self._pruned_below_ns:
+            return None
+        return self._pruned_below_ns, cutoff
+
+    def _pruned(self, cutoff: int, deleted: int) -> None:
+        if deleted < PRUNE_CHUNK:
+            # The window is clear; the next pass is due an hour of market time on.
+            self._pruned_below_ns = cutoff
+            self._next_prune_ns = self._newest_bar_ns + PRUNE_EVERY_NS
+        if deleted:
+            log.info("journal bars pruned", records=deleted, older_than_ns=cutoff,
+                     retention_days=self._retention_ns // NS_PER_DAY,
+                     backlog=deleted >= PRUNE_CHUNK)
 
     def _rows(
         self, run_id: str, source: str, n: int, msg: Message
@@ -426,14 +480,41 @@ def _write_sync(
     journal: list[tuple[Any, ...]],
     equity: list[tuple[Any, ...]],
     statements: list[tuple[str, tuple[Any, ...]]],
-) -> None:
-    """Runs on aiosqlite's thread: the whole batch in one transaction."""
+    prune: tuple[int, int] | None = None,
+) -> int:
+    """Runs on aiosqlite's thread: the whole batch (and a retention pass) in one
+    transaction. Returns how many bar records the pass deleted."""
     conn.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?)", journal)
     if equity:
         conn.executemany("INSERT OR REPLACE INTO equity VALUES (?, ?, ?, ?)", equity)
     for sql, params in statements:
         conn.execute(sql, params)
+    deleted = prune_bars(conn, *prune, limit=PRUNE_CHUNK) if prune is not None else 0
     conn.commit()
+    return deleted
+
+
+def prune_bars(conn: sqlite3.Connection, since_ns: int, cutoff_ns: int, *, limit: int) -> int:
+    """Delete up to ``limit`` ``BarsClosed`` journal records with
+    ``since_ns <= ts_ns < cutoff_ns``, in every run; nothing else. Returns the count.
+
+    Per run, so each scan is a range of the primary key ``(run_id, ts_ns, ...)``
+    rather than the whole journal.
+    """
+    deleted = 0
+    runs = [r for (r,) in conn.execute("SELECT run_id FROM runs ORDER BY started_wall_ns")]
+    for run_id in runs:
+        if deleted >= limit:
+            break
+        cur = conn.execute(
+            "DELETE FROM journal WHERE (run_id, ts_ns, source, seq) IN ("
+            " SELECT run_id, ts_ns, source, seq FROM journal"
+            " WHERE run_id = ? AND ts_ns >= ? AND ts_ns < ? AND type = 'BarsClosed'"
+            " LIMIT ?)",
+            (run_id, since_ns, cutoff_ns, limit - deleted),
+        )
+        deleted += cur.rowcount
+    return deleted
 
 
 def _drain(inbox: Channel[JournalRecord], limit: int) -> list[JournalRecord]:

@@ -16,11 +16,12 @@ reason code; nothing is dropped silently.
 **Trading state** (:mod:`trader.trading_state`): ACTIVE, REDUCING (only
 orders that shrink a position) or HALTED (none), set by breakers and the
 operator. The actor feeds it (bars' equity marks, the kill-switch file, the
-feed's status, ``HaltTrading``/``ResumeTrading``) and carries out what it
-decides: every change is journaled as a ``RiskStateChanged`` and logged, and
-entering HALTED cancels open entries (orders that would not shrink a
-position). The machine belongs to the graph, so it outlives a restart of this
-actor; the daemon starts in the state the journal last recorded.
+feed's status, the broker's health, ``HaltTrading``/``ResumeTrading``) and
+carries out what it decides: every change is journaled as a
+``RiskStateChanged`` and logged, and entering HALTED cancels open entries
+(orders that would not shrink a position). The machine belongs to the
+graph, so it outlives a restart of this actor; the daemon starts in the state
+the journal last recorded.
 
 **Flatten.** ``FlattenAll`` (``trader flatten``), or a halt by the drawdown or
 daily-loss breaker with ``flatten_on_halt``, cancels open entries and sends a
@@ -46,6 +47,7 @@ from trader.config import RiskConfig
 from trader.messages import (
     AccountUpdated,
     BarsClosed,
+    BrokerHealthChanged,
     CancelOrder,
     ClientOrderId,
     EquitySampled,
@@ -192,6 +194,9 @@ class RiskActor(InboxActor):
             case FeedStatusChanged():
                 self._carry_out(self._ts.on_feed_status(msg.status, msg.reason, msg.ts_ns,
                                                         self._cfg))
+            case BrokerHealthChanged():
+                self._carry_out(self._ts.on_broker_health(msg.check, msg.healthy, msg.reason,
+                                                          msg.ts_ns, self._cfg))
             case _:
                 pass
 

@@ -31,8 +31,15 @@ Life of an order here::
     (REST)    (polled if    (stream "new"    (stream or        expired | replaced
               silent)        or poll)         poll deltas)     | rejected  (done)
 
-What it is not: market data (the feed's job) or order state policy (the
-execution actor's). Nothing secret is logged: client order ids and symbols are.
+Health (:mod:`trader.brokers.health`): every REST outcome, every trade
+update and the broker's clock (``/v2/clock``, at start and every
+``clock_check_interval_s``) are measured against the ``[alpaca]`` limits; a
+check that flips goes out on ``updates`` as a ``BrokerHealthChanged``, which
+the execution actor passes to risk.
+
+What it is not: market data (the feed's job), order state policy (the
+execution actor's) or breaker policy (risk's). Nothing secret is logged:
+client order ids and symbols are.
 """
 
 from __future__ import annotations
@@ -57,10 +64,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from trader.brokers.base import AccountState, OrderState, PositionState
+from trader.brokers.health import BrokerHealth, HealthChange
 from trader.channels import Channel
 from trader.config import AlpacaConfig
 from trader.errors import BrokerError, BrokerRejected, BrokerUnavailable
 from trader.messages import (
+    BrokerHealthChanged,
     ClientOrderId,
     Message,
     OrderAccepted,
@@ -162,6 +171,10 @@ class _WireAccount(msgspec.Struct, frozen=True):
     cash: str
     equity: str
     buying_power: str
+
+
+class _WireClock(msgspec.Struct, frozen=True):
+    timestamp: str
 
 
 class _WirePosition(msgspec.Struct, frozen=True):
@@ -623,6 +636,9 @@ class AlpacaBroker:
         self._reconnect = (reconnect_initial_s, reconnect_max_s)
         self._limiter = RateLimiter(config.max_requests_per_minute)
         self._orders = _Orders(config.update_timeout_s, now_ns)
+        self._health = BrokerHealth.from_config(config)
+        self._health_out: list[HealthChange] = []
+        self._health_wake = anyio.Event()
         self._emit_lock = anyio.Lock()
         self._wake = anyio.Event()
         self._rng = random.Random()
@@ -659,14 +675,26 @@ class AlpacaBroker:
             with anyio.fail_after(self._config.request_timeout_s):
                 # abandon_on_cancel: a hung socket must not hold up our deadline;
                 # the thread finishes (or fails) on its own, into the void.
-                return await anyio.to_thread.run_sync(partial(fn, *args), abandon_on_cancel=True)
+                result = await anyio.to_thread.run_sync(partial(fn, *args),
+                                                        abandon_on_cancel=True)
         except TimeoutError as exc:
+            self._answered(failed=True)
             raise _Transient(f"{what}: no answer in {self._config.request_timeout_s}s",
                              None) from exc
         except APIError as exc:
-            raise _api_error(exc, what) from exc
+            error = _api_error(exc, what)
+            # A refusal about the order (404, 403, 422) is an answer; no
+            # answer, a throttle or refused keys mean the broker is failing us.
+            self._answered(failed=isinstance(error, _Transient) or exc.status_code == 401)
+            raise error from exc
         except requests.RequestException as exc:
+            self._answered(failed=True)
             raise _Transient(f"{what}: {type(exc).__name__}: {exc}", None) from exc
+        self._answered(failed=False)
+        return result
+
+    def _answered(self, *, failed: bool) -> None:
+        self._tell(self._health.request(anyio.current_time(), failed=failed))
 
     async def _pause(self, attempt: int) -> None:
         base, cap = self._backoff
@@ -715,6 +743,8 @@ class AlpacaBroker:
         if track is not None:
             track.market = order.order_type == "market"
         self._poke()
+        # From here an update about it is due (the stream may beat the answer).
+        self._health.sending(coid)
         uncertain = False  # an earlier attempt may have reached the broker
         last: _Transient | None = None
         for attempt in range(self._attempts):
@@ -743,11 +773,14 @@ class AlpacaBroker:
                     self._orders.forget(coid)
                 log.info("alpaca.rejected", client_order_id=coid, symbol=order.symbol,
                          code=exc.code, reason=exc.reason)
+                self._health.answered(coid, anyio.current_time(), landed=False)
                 raise
         else:
+            self._health.answered(coid, anyio.current_time(), landed=False)
             raise BrokerUnavailable(
                 f"submit {coid}: {last} (gave up after {self._attempts} attempts)") from last
         self._orders.submitted(coid, order.symbol, anyio.current_time())
+        self._health.answered(coid, anyio.current_time(), landed=True)
         self._poke()
 
     async def cancel(self, client_order_id: str) -> None:
@@ -760,6 +793,15 @@ class AlpacaBroker:
         order = await self._lookup(client_order_id, "cancel")
         if order is None:
             raise BrokerRejected("order not found", code="40410000", status=404)
+        self._health.sending(client_order_id)  # the cancel's update will be due
+        landed = False
+        try:
+            await self._cancel(client_order_id, order)
+            landed = True
+        finally:
+            self._health.answered(client_order_id, anyio.current_time(), landed=landed)
+
+    async def _cancel(self, client_order_id: str, order: _WireOrder) -> None:
         tried = False
         last: _Transient | None = None
         for attempt in range(self._attempts):
@@ -837,7 +879,12 @@ class AlpacaBroker:
             async with anyio.create_task_group() as tg:
                 self._orders.rebase(await self._open_orders(), anyio.current_time())
                 self._orders.stream_up = True
+                # A restarted execution actor's stream: the time nobody
+                # listened is not the stream's silence.
+                self._health.stream_restarted(anyio.current_time())
                 tg.start_soon(self._poll_loop)
+                if self._health.enabled:
+                    tg.start_soon(self._health_loop)
                 task_status.started()
                 while True:
                     await self._follow(ws)
@@ -847,6 +894,7 @@ class AlpacaBroker:
                     ws = await self._reconnect_forever()
                     self.reconnects += 1
                     self._orders.stream_up = True
+                    self._health.stream_restarted(anyio.current_time())
                     self._orders.recover(anyio.current_time())
                     self._poke()
         finally:
@@ -928,9 +976,11 @@ class AlpacaBroker:
         except msgspec.DecodeError as exc:
             # We may have missed a fill: read every live order instead.
             log.error("alpaca.bad_trade_update", error=str(exc))
+            self._tell(self._health.heard(None))  # garbled, but the stream speaks
             self._orders.recover(anyio.current_time())
             self._poke()
             return
+        self._tell(self._health.heard(update.order.client_order_id))
         async with self._emit_lock:
             await self._send(self._orders.on_update(update, anyio.current_time()))
 
@@ -964,6 +1014,61 @@ class AlpacaBroker:
             return
         async with self._emit_lock:
             await self._send(self._orders.on_state(order, now))
+
+    # --- health ------------------------------------------------------------------------
+
+    def _tell(self, change: HealthChange | None) -> None:
+        """Queue a health change for the health loop to send (callable from anywhere,
+        even a request being cancelled: sending may wait for room)."""
+        if change is not None:
+            self._health_out.append(change)
+            self._health_wake.set()
+
+    async def _health_loop(self) -> None:
+        """Run the time-driven checks and send what changed, until cancelled."""
+        health = self._health
+        tick = health.tick_s
+        interval = self._config.clock_check_interval_s
+        next_clock = anyio.current_time()  # the first reading at start-up
+        while True:
+            wake = self._health_wake = anyio.Event()  # a _tell from here on cuts the wait
+            now = anyio.current_time()
+            if health.clock_enabled and now >= next_clock:
+                next_clock = now + interval
+                await self._check_clock()
+            now = anyio.current_time()
+            self._tell(health.check_silence(now, stream_up=self._orders.stream_up))
+            self._tell(health.check_errors(now))
+            out, self._health_out = self._health_out, []
+            for change in out:
+                (log.info if change.healthy else log.warning)(
+                    "alpaca.health_changed", check=change.check, healthy=change.healthy,
+                    reason=change.reason)
+                await self.updates.send(BrokerHealthChanged(
+                    ts_ns=self._now_ns(), check=change.check, healthy=change.healthy,
+                    reason=change.reason, measured=change.measured))
+            if self._health_out:
+                continue
+            with anyio.move_on_after(tick):
+                await wake.wait()
+
+    async def _check_clock(self) -> None:
+        """Read the broker's clock; the skew is its time minus ours at the round
+        trip's midpoint (so half the round trip is allowed for)."""
+        before = self._now_ns()
+        try:
+            raw = await self._call("clock", self._client.get_clock)
+            stamp = _ts(_convert(raw, _WireClock, "clock").timestamp)
+        except (_Transient, BrokerError) as exc:
+            # The failure is counted by the error-rate check; the clock is
+            # read again at the next interval.
+            log.warning("alpaca.clock_check_failed", error=str(exc))
+            return
+        after = self._now_ns()
+        if stamp is None:
+            log.warning("alpaca.clock_check_failed", error="unreadable timestamp")
+            return
+        self._tell(self._health.clock(stamp - (before + after) // 2))
 
     async def sync(self, symbols: Collection[str]) -> None:
         """Poll our open *market* orders in ``symbols`` now (see the Broker port).

@@ -435,9 +435,7 @@ class SimulatedBroker:
         """Let the market trade ``bars``; returns how many order events it produced."""
         exchange = self.exchange
         if not exchange.has_open_orders():
-            mark = exchange.ledger.mark
-            for bar in bars:
-                mark(bar.symbol, bar.close)
+            self.mark(bars)
             return 0
         n = 0
         for bar in bars:
@@ -445,6 +443,13 @@ class SimulatedBroker:
                 await self.updates.send(report_to_message(report))
                 n += 1
         return n
+
+    def mark(self, bars: Sequence[BarClosed]) -> None:
+        """Mark positions to ``bars`` without trading them (they closed before any
+        order now open was placed)."""
+        mark = self.exchange.ledger.mark
+        for bar in bars:
+            mark(bar.symbol, bar.close)
 
     async def account(self) -> AccountState:
         led = self.exchange.ledger

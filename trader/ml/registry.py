@@ -7,6 +7,7 @@ A registry is a directory::
       sma-daily-v1.json     its manifest
       sma-daily-v2.joblib
       sma-daily-v2.json
+      sma-daily.champion.json   which version serves ``[scorer] model = "models/sma-daily"``
 
 The manifest records what the model is and how it was made: its id, the
 feature list and order, the training window, the data's hash, the labeling
@@ -22,6 +23,10 @@ load only models from a directory you control. Versions are allocated by
 linking the artifact to a name that must not exist yet, and the manifest is
 written last (atomically), so a reader never sees a manifest without its
 artifact, and two trainers never share a version.
+
+The champion pointer is replaced atomically (:func:`promote`), so a scorer
+polling it sees the old champion or the new one. Which challenger becomes
+champion is decided in :mod:`trader.ml.champion`.
 
 This module does no training (see :mod:`trader.ml.train`).
 """
@@ -43,6 +48,7 @@ import structlog
 
 from trader import __version__
 from trader.errors import ModelIntegrityError
+from trader.ml.drift import DriftReference
 from trader.ml.features import FEATURE_NAMES
 
 log = structlog.get_logger("trader.ml.registry")
@@ -92,6 +98,9 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, Any]
     libraries: dict[str, str]
     created_utc: str
+    drift: DriftReference | None = None
+    """The training window's distributions (trader.ml.drift). None in manifests
+    written before drift monitoring: such a model loads and scores, unmonitored."""
 
 
 class LoadedModel(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +151,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def safe_name(name: str) -> str:
+    """The registry's spelling of a model name (what :func:`save` names the files by)."""
+    return _NAME_OK.sub("-", name).strip("-.") or "model"
+
+
 def _versions(root: Path, name: str) -> list[int]:
     pattern = re.compile(rf"{re.escape(name)}-v(\d+)\.(?:json|joblib)")
     return [int(m.group(1)) for p in root.iterdir() if (m := pattern.fullmatch(p.name))]
@@ -160,7 +174,7 @@ def save(model: Any, manifest: Manifest, out_dir: str | Path) -> Path:
 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    name = _NAME_OK.sub("-", manifest.name).strip("-.") or "model"
+    name = safe_name(manifest.name)
     buf = io.BytesIO()
     joblib.dump(model, buf)
     data = buf.getvalue()
@@ -194,11 +208,108 @@ def save(model: Any, manifest: Manifest, out_dir: str | Path) -> Path:
     return path
 
 
+class Champion(msgspec.Struct, frozen=True, kw_only=True):
+    """The champion pointer ``<name>.champion.json``: which version of a model serves.
+
+    Written atomically by :func:`promote` (``trader train``'s champion/challenger
+    decision, :mod:`trader.ml.champion`); read by :func:`resolve` and by the
+    scorer, which swaps to a new champion while it runs.
+    """
+
+    model_id: str
+    manifest: str
+    """The champion's manifest, a file name in the same directory."""
+    promoted_utc: str
+    reason: str
+    decision: dict[str, Any] = {}
+    """The metrics the promotion was decided on (trader.ml.champion.Decision)."""
+
+
+_VERSIONED = re.compile(r".+-v\d+")
+
+
+def champion_ref(ref: str | Path) -> tuple[Path, str] | None:
+    """``(registry dir, name)`` when ``ref`` names a model by name, not a version.
+
+    ``models/sma-daily`` names whichever version is the champion;
+    ``models/sma-daily-v3`` and ``models/sma-daily-v3.json`` name one version.
+    """
+    path = Path(ref)
+    if not str(ref) or path.suffix == ".json" or _VERSIONED.fullmatch(path.name):
+        return None
+    return path.parent, path.name
+
+
+def champion_path(root: str | Path, name: str) -> Path:
+    return Path(root) / f"{name}.champion.json"
+
+
+def read_champion(root: str | Path, name: str) -> Champion | None:
+    """The champion pointer of ``name`` under ``root``, or None if none was promoted.
+
+    Raises:
+        ModelIntegrityError: the pointer exists but cannot be read or decoded.
+    """
+    path = champion_path(root, name)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ModelIntegrityError(f"{path}: cannot read champion pointer: {exc.strerror}") from None
+    try:
+        pointer = msgspec.json.decode(raw, type=Champion)
+    except msgspec.DecodeError as exc:
+        raise ModelIntegrityError(f"{path}: not a champion pointer: {exc}") from None
+    if Path(pointer.manifest).name != pointer.manifest or not pointer.manifest:
+        raise ModelIntegrityError(f"{path}: manifest {pointer.manifest!r} is not a file name")
+    return pointer
+
+
+def promote(root: str | Path, manifest: Manifest, *, reason: str,
+            decision: dict[str, Any] | None = None, now_utc: str = "") -> Path:
+    """Make ``manifest``'s model the champion of its name (atomic replace of the pointer).
+
+    Returns:
+        The pointer's path.
+    """
+    path = champion_path(root, manifest.name)
+    pointer = Champion(model_id=manifest.model_id, manifest=f"{manifest.model_id}.json",
+                       promoted_utc=now_utc, reason=reason, decision=decision or {})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(msgspec.json.format(msgspec.json.encode(pointer), indent=2) + b"\n")
+        # A reader (the scorer polling) sees the old pointer or the new one, never half.
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("model promoted", model_id=manifest.model_id, pointer=str(path), reason=reason)
+    return path
+
+
 def resolve(ref: str | Path) -> Path:
-    """The manifest a ``[scorer] model`` value names: a ``.json`` path, or dir + id."""
+    """The manifest a ``[scorer] model`` value names.
+
+    A ``.json`` path or registry dir + id names that version; registry dir +
+    name (no ``-vN``) names the name's current champion.
+
+    Raises:
+        ModelIntegrityError: a name whose champion pointer is missing or invalid.
+    """
     path = Path(ref)
     if path.suffix == ".json":
         return path
+    by_name = champion_ref(ref)
+    if by_name is not None:
+        root, name = by_name
+        pointer = read_champion(root, name)
+        if pointer is None:
+            raise ModelIntegrityError(
+                f"{champion_path(root, name)}: no champion promoted for model {name!r} "
+                "(trader train promotes one)"
+            )
+        return root / pointer.manifest
     return path.with_name(path.name + ".json")
 
 

@@ -12,7 +12,11 @@
    (``[scorer] threshold``) and how many signals would pass.
 3. **Model**: the configured estimator (``[scorer.train] estimator``) is
    refitted the same way on every sample and saved to the registry with its
-   manifest (:mod:`trader.ml.registry`).
+   manifest (:mod:`trader.ml.registry`), which also carries the training
+   window's feature and score distributions (:mod:`trader.ml.drift`).
+4. **Champion/challenger** (:mod:`trader.ml.champion`): the new version is
+   promoted to champion of its name only if it beats the current champion
+   on the latest walk-forward fold.
 
 Training is CPU-bound and never runs on the event loop: the CLI runs it in
 its own process, and :func:`train_in_worker` runs it in a worker process for
@@ -34,8 +38,9 @@ import numpy.typing as npt
 
 from trader.config import Config
 from trader.errors import DataError
-from trader.ml import registry
+from trader.ml import champion, registry
 from trader.ml.dataset import Dataset, build_dataset
+from trader.ml.drift import build_reference
 from trader.ml.features import FEATURE_NAMES
 from trader.ml.splits import Index, walk_forward_splits
 
@@ -63,10 +68,14 @@ class FoldMetrics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TrainResult(msgspec.Struct, frozen=True, kw_only=True):
-    """What a training run produced: where the manifest is, and the manifest."""
+    """What a training run produced: where the manifest is, the manifest, and the duel.
+
+    ``decision`` is None when the run was told not to challenge the champion.
+    """
 
     manifest_path: str
     manifest: registry.Manifest
+    decision: champion.Decision | None = None
 
 
 def make_estimator(kind: str) -> Any:
@@ -176,8 +185,23 @@ def summarize(folds: list[FoldMetrics]) -> dict[str, Any]:
     }
 
 
-def train(config: Config, *, out_dir: str | Path = "models") -> TrainResult:
+def _latest_fold(
+    folds: list[dict[str, Any]], latest: int
+) -> champion.FoldScore | None:
+    for f in folds:
+        if f["fold"] == latest:
+            return champion.FoldScore(auc=f["auc"], brier=f["brier"])
+    return None
+
+
+def train(
+    config: Config, *, out_dir: str | Path = "models", challenge: bool = True
+) -> TrainResult:
     """Build the dataset, validate both estimators, fit and register the configured one.
+
+    With ``challenge`` (the default), the new version then duels the name's
+    champion on the latest walk-forward fold and is promoted if it wins
+    (:mod:`trader.ml.champion`).
 
     Raises:
         DataError: a bad data file, or too few labeled signals
@@ -203,6 +227,10 @@ def train(config: Config, *, out_dir: str | Path = "models") -> TrainResult:
     }
     model, calibration = fit_calibrated(spec.estimator, ds.X, ds.y, ds.t0, ds.t1,
                                         embargo=spec.embargo_bars)
+    # The score's reference is the model's own probabilities on its training
+    # rows: the live scores it is compared with come from this same model.
+    drift = build_reference(ds.X, model.predict_proba(ds.X)[:, 1], FEATURE_NAMES,
+                            bins=spec.drift_bins)
     manifest = registry.Manifest(
         name=config.strategy_instance,
         estimator=spec.estimator,
@@ -226,9 +254,20 @@ def train(config: Config, *, out_dir: str | Path = "models") -> TrainResult:
         metrics=metrics,
         libraries=registry.library_versions(),
         created_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        drift=drift,
     )
     path = registry.save(model, manifest, out_dir)
-    return TrainResult(manifest_path=str(path), manifest=registry.read_manifest(path))
+    saved = registry.read_manifest(path)
+    decision = None
+    if challenge:
+        _, test = splits[-1]
+        decision = champion.challenge(
+            out_dir, saved, _latest_fold(metrics[spec.estimator]["folds"], len(splits)),
+            ds.X[test], ds.y[test], test_start=_iso(int(ds.ts_ns[test].min())),
+            test_end=_iso(int(ds.ts_ns[test].max())),
+        )
+        champion.apply(out_dir, saved, decision)
+    return TrainResult(manifest_path=str(path), manifest=saved, decision=decision)
 
 
 async def train_in_worker(config: Config, *, out_dir: str | Path = "models") -> TrainResult:
@@ -256,8 +295,20 @@ def format_report(result: TrainResult) -> str:
         f"(positive rate {m.labels['positive_rate']:.3f})",
         f"  data      {m.data.dir} {','.join(m.data.symbols)} sha256:{m.data.hash[:12]}",
         f"  threshold {m.threshold:g}",
-        "",
     ]
+    d = result.decision
+    if d is not None:
+        verdict = "promoted to champion" if d.promote else f"not promoted ({d.champion_id} stays)"
+        lines.append(f"  champion  {verdict}: {d.reason}")
+        if d.challenger is not None or d.champion is not None:
+            def pair(s: champion.FoldScore | None) -> str:
+                return "-" if s is None else f"AUC {_fmt(s.auc)} Brier {s.brier:.3f}"
+            lines.append(
+                f"            latest fold {d.test_start[:10]}..{d.test_end[:10]} "
+                f"({d.test_signals} signals): challenger {pair(d.challenger)}, "
+                f"champion {pair(d.champion)}"
+                + (" (champion in-sample there)" if d.champion_in_sample else ""))
+    lines.append("")
     header = (f"{'estimator':<9} {'fold':>4} {'train':>6} {'test':>5}  {'test period':<23} "
               f"{'base':>5} {'AUC':>6} {'Brier':>6} {'prec@thr':>8} {'pass':>5}")
     lines.append(header)

@@ -23,6 +23,9 @@ switch                   effect
                          402, trade stream ``unauthorized``
 ``pause_trade_updates``  send no trade updates (fills still happen; the
                          missed events are not replayed later)
+``pause_market_data``    send no bars on the data stream (the market still
+                         moves and the history REST still has them: a
+                         stale feed)
 ``clock_skew_s``         add this to the time ``/v2/clock`` reports
 =======================  =====================================================
 
@@ -60,6 +63,7 @@ class FaultConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     corrupt_count: int = 0
     refuse_auth: bool = False
     pause_trade_updates: bool = False
+    pause_market_data: bool = False
     clock_skew_s: float = 0.0
 
     def __post_init__(self) -> None:

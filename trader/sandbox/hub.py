@@ -3,8 +3,9 @@
 The market calls the hub synchronously for each bar timestamp and each batch
 of exchange reports; the hub renders once per connection (data) or once per
 report (trade updates) and drops the frames into the outboxes. The
-``pause_trade_updates`` fault is applied here: fills still happen, the events
-are simply not sent (and not replayed later).
+``pause_trade_updates`` and ``pause_market_data`` faults are applied here:
+fills still happen and bars still close, the events are simply not sent (and
+not replayed later).
 
 What it is not: a general pub/sub. Bars and reports come only from
 :class:`trader.sandbox.market.Market`.
@@ -97,6 +98,8 @@ class Hub:
             c.close_outbox()
 
     def _on_bars(self, ts_ns: int, bars: Sequence[BarClosed]) -> None:
+        if self.faults.config.pause_market_data:
+            return
         for conn in self.data_conns:
             conn.offer_bars(self.market.tape, bars)
 
