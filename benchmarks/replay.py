@@ -417,8 +417,8 @@ def _run_workload(args: argparse.Namespace, name: str, root: Path) -> None:
         print(f"\n  trades (closed round trips){scope}: trader {trader_same:,}, {counts}")
         if any(v != trader_same for v in peer_counts.values()):
             print("  (differences come from ties: on a one-cent grid fast == slow happens;"
-                  " the peers'\n   SMAs then differ by exactly 0, trader's running-sum SMA"
-                  " by +-1e-15, which its\n   strict rule can read as a cross)")
+                  " trader's SMAs\n   are exact (integer cent sums), so a tie is no cross;"
+                  " the peers' float means\n   can differ by +-1e-15 there and read it as one)")
 
     for row in peer_rows.values():
         proc_ratio = _ratio(trader_row["process_rate"], row["process_rate"])

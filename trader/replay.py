@@ -66,18 +66,21 @@ class MergedBars:
         sym = np.concatenate(
             [np.full(len(t), i, dtype=np.int32) for i, t in enumerate(parts)]
         )
-        cols = np.vstack([
-            np.concatenate([getattr(t, c) for t in parts])
-            for c in ("open", "high", "low", "close", "volume", "vwap")
-        ] + [np.concatenate([t.trades for t in parts]).astype(np.float64)])
-        order = np.lexsort((sym, ts))
-        ts, sym, cols = ts[order], sym[order], cols[:, order]
-        keep = np.ones(len(ts), dtype=bool)
-        if start_ns:
-            keep &= ts >= start_ns
-        if end_ns:
-            keep &= ts <= end_ns
-        self.ts, self.sym, self.cols = ts[keep], sym[keep], cols[:, keep]
+        # One index does the merge and the date window; columns are then
+        # gathered one at a time, so a million-bar replay never holds more
+        # than one extra column in flight.
+        index = np.lexsort((sym, ts))
+        if start_ns or end_ns:
+            sorted_ts = ts[index]
+            lo = int(np.searchsorted(sorted_ts, start_ns, side="left")) if start_ns else 0
+            hi = (int(np.searchsorted(sorted_ts, end_ns, side="right")) if end_ns
+                  else len(sorted_ts))
+            index = index[lo:hi]
+        self.ts, self.sym = ts[index], sym[index]
+        cols = np.empty((7, len(index)))
+        for row, c in enumerate(("open", "high", "low", "close", "volume", "vwap", "trades")):
+            cols[row] = np.concatenate([getattr(t, c) for t in parts])[index]
+        self.cols = cols
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -117,6 +117,8 @@ async def run_replay(
     start_ns = _date_bound_ns(config.data.start, end=False, field="$.data.start")
     end_ns = _date_bound_ns(config.data.end, end=True, field="$.data.end")
     merged = MergedBars(tables, start_ns, end_ns)
+    # The merged columns are all the replay needs: do not hold the data twice.
+    del tables
 
     inflight = InFlight()
     clock = ReplayClock()
