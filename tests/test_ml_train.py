@@ -22,6 +22,7 @@ from trader.cli import EXIT_DATA, EXIT_OK, main
 from trader.data.bars import load_dir
 from trader.errors import ModelIntegrityError
 from trader.ml import registry
+from trader.ml import train as train_module
 from trader.ml.features import FEATURE_NAMES
 from trader.ml.labels import triple_barrier
 from trader.ml.splits import walk_forward_splits
@@ -72,6 +73,46 @@ def test_trader_train_reports_auc_brier_and_precision_per_fold_for_both_models(
         folds = [ln for ln in out.splitlines()
                  if ln.startswith(f"{kind} ") and ln.split()[1].isdigit()]
         assert len(folds) == len(manifest.metrics[kind]["folds"]) >= 2
+
+
+def test_trader_train_reports_the_gate_s_backtest_effect_out_of_sample(
+    trained: tuple[Path, str],
+) -> None:
+    """The latest fold's test period is replayed twice through the graph: every
+    signal passing, and gated by a model fitted on that fold's past. The gate
+    can only remove entries, so the gated run never trades more."""
+    path, out = trained
+    lines = out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("gating effect"))
+    m = registry.read_manifest(path)
+    latest = m.metrics["hgb"]["folds"][-1]
+    assert f"test period {latest['test_start'][:10]}..{latest['test_end'][:10]}" in lines[head]
+    ungated, gated = lines[head + 1].split(), lines[head + 2].split()
+    assert ungated[0] == "ungated"
+    assert gated[0] == "gated"
+    trades = {row[0]: int(row[row.index("trades") + 1]) for row in (ungated, gated)}
+    assert trades["ungated"] > 0
+    assert trades["gated"] <= trades["ungated"]
+
+
+def test_the_gated_replay_uses_a_model_that_never_saw_the_test_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model replayed is fitted on the fold's training part only: its window ends
+    before the test period starts (the registered model, fitted on everything, is not it)."""
+    seen: dict[str, object] = {}
+
+    def spy(config: object, model: object, manifest: registry.Manifest, *, start: str,
+            end: str) -> None:
+        seen.update(window=manifest.training_window, start=start, end=end)
+
+    monkeypatch.setattr(train_module, "gating_effect", spy)
+    result = train_module.train(ml_config(tmp_path), out_dir=tmp_path / "models")
+    assert result.gating is None  # the spy returned nothing
+    window = seen["window"]
+    assert isinstance(window, registry.TrainingWindow)
+    assert window.end[:10] < str(seen["start"]) <= str(seen["end"])
+    assert window.end < result.manifest.training_window.end
 
 
 def test_the_first_model_of_a_name_becomes_its_champion_with_its_drift_reference(

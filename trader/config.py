@@ -407,6 +407,9 @@ class ScorerTrainConfig(_Section, frozen=True, kw_only=True):
         min_samples: fewer labeled signals than this is a data error (default 50).
         drift_bins: quantile bins of the training distributions stored in the
             manifest for drift monitoring (default 10: deciles).
+        gating_backtest: replay the latest fold's test period with and
+            without a model fitted on that fold's past, and report both
+            (default true; trader.ml.gating).
     """
 
     estimator: Literal["hgb", "logreg"] = "hgb"
@@ -417,6 +420,7 @@ class ScorerTrainConfig(_Section, frozen=True, kw_only=True):
     embargo_bars: Annotated[int, Meta(ge=0)] = 5
     min_samples: PositiveInt = 50
     drift_bins: Annotated[int, Meta(ge=2, le=100)] = 10
+    gating_backtest: bool = True
 
 
 class ScorerConfig(_Section, frozen=True, kw_only=True):

@@ -42,6 +42,7 @@ from trader.ml import champion, registry
 from trader.ml.dataset import Dataset, build_dataset
 from trader.ml.drift import build_reference
 from trader.ml.features import FEATURE_NAMES
+from trader.ml.gating import GatingEffect, format_effect, gating_effect
 from trader.ml.splits import Index, walk_forward_splits
 
 ESTIMATORS = ("hgb", "logreg")
@@ -76,6 +77,7 @@ class TrainResult(msgspec.Struct, frozen=True, kw_only=True):
     manifest_path: str
     manifest: registry.Manifest
     decision: champion.Decision | None = None
+    gating: GatingEffect | None = None
 
 
 def make_estimator(kind: str) -> Any:
@@ -267,7 +269,33 @@ def train(
             test_end=_iso(int(ds.ts_ns[test].max())),
         )
         champion.apply(out_dir, saved, decision)
-    return TrainResult(manifest_path=str(path), manifest=saved, decision=decision)
+    gating = _gating(config, ds, splits, manifest) if spec.gating_backtest else None
+    return TrainResult(manifest_path=str(path), manifest=saved, decision=decision,
+                       gating=gating)
+
+
+def _gating(config: Config, ds: Dataset, splits: list[tuple[Index, Index]],
+            manifest: registry.Manifest) -> GatingEffect | None:
+    """The latest fold, replayed with and without a model fitted on its past only."""
+    spec = config.scorer.train
+    tr, te = splits[-1]
+    if not _both_classes(ds.y[tr]):
+        return None
+    model, calibration = fit_calibrated(spec.estimator, ds.X[tr], ds.y[tr], ds.t0[tr],
+                                        ds.t1[tr], embargo=spec.embargo_bars)
+    fold_manifest = msgspec.structs.replace(
+        manifest,
+        name=f"{manifest.name}-gating",
+        calibration=calibration,
+        training_window=registry.TrainingWindow(
+            start=_iso(int(ds.ts_ns[tr].min())), end=_iso(int(ds.ts_ns[tr].max())),
+            signals=len(tr),
+        ),
+        drift=None,
+    )
+    return gating_effect(config, model, fold_manifest,
+                         start=_iso(int(ds.ts_ns[te].min()))[:10],
+                         end=_iso(int(ds.ts_ns[te].max()))[:10])
 
 
 async def train_in_worker(config: Config, *, out_dir: str | Path = "models") -> TrainResult:
@@ -308,6 +336,8 @@ def format_report(result: TrainResult) -> str:
                 f"({d.test_signals} signals): challenger {pair(d.challenger)}, "
                 f"champion {pair(d.champion)}"
                 + (" (champion in-sample there)" if d.champion_in_sample else ""))
+    if result.gating is not None:
+        lines.extend(format_effect(result.gating))
     lines.append("")
     header = (f"{'estimator':<9} {'fold':>4} {'train':>6} {'test':>5}  {'test period':<23} "
               f"{'base':>5} {'AUC':>6} {'Brier':>6} {'prec@thr':>8} {'pass':>5}")
