@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import numpy as np
@@ -16,7 +18,7 @@ from tests.ml_support import RecordingModel, manifest_for
 from trader.actors.base import JournalRecord, Outbox
 from trader.actors.scorer import ScorerActor
 from trader.channels import Channel, InFlight
-from trader.config import ScorerConfig
+from trader.config import Config, ScorerConfig, decode_config
 from trader.messages import (
     BarClosed,
     BarsClosed,
@@ -210,3 +212,72 @@ async def test_shifted_features_raise_the_psi_gauge_past_the_threshold_and_journ
     assert value("trader_model_score_psi") == 0.0
     assert value("trader_model_drift_breach") == 1.0
     assert value("trader_model_drift_events_total") == 1.0
+
+
+@pytest.mark.asyncio
+async def test_a_breach_with_retrain_on_drift_retrains_in_the_background_and_swaps_in_the_winner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """retrain_on_drift: the breach starts `trader train` off the loop (stood in for here);
+    its promoted challenger is swapped in at once, journaled, and scores the next signals."""
+    from trader.ml import train as train_module
+
+    calm = _calm_reference()
+    v1 = registry.read_manifest(registry.save(
+        RecordingModel(0.5), manifest_for("drifty", drift=calm), tmp_path))
+    registry.promote(tmp_path, v1, reason="first")
+    retrains: list[tuple[str, Path]] = []
+
+    async def retrain(config: Config, *, out_dir: str | Path = "models") -> object:
+        # What a winning `trader train` leaves behind: a new version, promoted.
+        retrains.append((config.strategy_instance, Path(out_dir)))
+        v2 = registry.read_manifest(registry.save(
+            RecordingModel(0.9), manifest_for("drifty", drift=calm), out_dir))
+        registry.promote(out_dir, v2, reason="beat the champion on the latest fold")
+        return SimpleNamespace(manifest=v2, decision=SimpleNamespace(promote=True, reason="won"))
+
+    monkeypatch.setattr(train_module, "train_in_worker", retrain)
+    config = ScorerConfig(model=str(tmp_path / "drifty"), drift_psi_threshold=0.25,
+                          drift_window_signals=len(SYMBOLS), retrain_on_drift=True,
+                          model_check_interval_s=3600.0)  # only the retrain prompts a look
+    whole = decode_config({"strategy": {"name": "sma_cross", "instance": "drifty"},
+                           "scorer": {"model": str(tmp_path / "drifty")}})
+    inbox: Channel[Message] = Channel("scorer", 4096, InFlight())
+    risk: Channel[Message] = Channel("risk", 4096, None)
+    journal: Channel[JournalRecord] = Channel("recorder", 4096, None)
+    actor = ScorerActor(inbox, _outbox(journal, risk), config=config, now_ns=lambda: 7,
+                        follow_champion=True, retrain_config=whole)
+    volatile = _bars(0.05)
+    journaled: list[Message] = []
+
+    async def until(kind: type[Message]) -> None:
+        while not any(isinstance(m, kind) for m in journaled):
+            batch = await journal.receive_batch()
+            journal.done(len(batch))
+            journaled.extend(m for _, m in batch)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            ts = CLOSES[-2]
+            inbox.send_nowait(BarsClosed(ts_ns=ts, bars=tuple(b for b in volatile
+                                                             if b.ts_ns <= ts)))
+            for s in SYMBOLS:
+                inbox.send_nowait(SignalEmitted(ts_ns=ts, strategy="s", symbol=s,
+                                                target_weight=1.0))
+            await until(DriftDetected)
+            await until(ModelSwapped)
+            ts = CLOSES[-1]
+            inbox.send_nowait(BarsClosed(ts_ns=ts, bars=tuple(b for b in volatile
+                                                             if b.ts_ns == ts)))
+            inbox.send_nowait(SignalEmitted(ts_ns=ts, strategy="s", symbol=SYMBOLS[0],
+                                            target_weight=1.0))
+            inbox.close()
+    assert retrains == [("drifty", tmp_path)], "one retrain, of this strategy, into the registry"
+    swapped = next(m for m in journaled if isinstance(m, ModelSwapped))
+    assert (swapped.previous_model_id, swapped.model_id) == ("drifty-v1", "drifty-v2")
+    scored = []
+    while len(risk):
+        scored.append(risk.receive_nowait())
+    last = [m for m in scored if isinstance(m, SignalScored)][-1]
+    assert (last.model_id, last.probability) == ("drifty-v2", 0.9)
