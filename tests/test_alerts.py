@@ -104,6 +104,8 @@ tests:
         values: '1x40'
       - series: 'trader_actor_restarts_total{{job="trader", instance="a:9108", actor="feed"}}'
         values: '0 0 1 2 3 4 4x10'
+      - series: 'trader_model_drift_breach{{job="trader", instance="a:9108"}}'
+        values: '0x4 1x100'
     alert_rule_test:
       - eval_time: 1m
         alertname: TraderDown
@@ -137,6 +139,13 @@ tests:
         alertname: TraderMarketDataStale
         exp_alerts:
           - exp_labels: {{severity: page, job: trader, instance: "a:9108"}}
+      - eval_time: 10m
+        alertname: TraderModelDrift
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: TraderModelDrift
+        exp_alerts:
+          - exp_labels: {{severity: warn, instance: "a:9108"}}
       - eval_time: 2m
         alertname: TraderActorRestarting
         exp_alerts:
@@ -164,7 +173,8 @@ def _without_annotations(text: str) -> str:
 
 @needs_promtool
 def test_the_main_alerts_fire_when_they_should_and_not_before(tmp_path: Path) -> None:
-    """``promtool test rules`` on synthetic series: down, not ready, halted, drawdown, stale."""
+    """``promtool test rules`` on synthetic series: down, not ready, halted, drawdown, stale,
+    restarts, drift."""
     rules = tmp_path / "alerts.yml"
     rules.write_text(_without_annotations(RULES.read_text()))
     tests = tmp_path / "alerts_test.yml"
