@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # trader in a container: the daemon with its metrics/health endpoint on 9108.
 #
 #   docker build -t trader .
@@ -17,10 +16,16 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/trader/.venv
 ENV PATH=/opt/trader/.venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, so editing the code does not reinstall them.
+# Dependencies first, from pyproject.toml alone, so editing the code does not
+# reinstall them (`pip install .` after `COPY trader` would redo this layer on
+# every code change). pip check fails the build if the two ever disagree.
 COPY pyproject.toml README.md ./
+RUN pip install --upgrade pip \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+       > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
 COPY trader ./trader
-RUN pip install --upgrade pip && pip install .
+RUN pip install --no-deps . && pip check
 
 # --- runtime: the venv, the configs and the bundled data; nothing to build with -----
 FROM python:3.11-slim AS runtime
@@ -52,7 +57,11 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4).status == 200 else 1)"]
 
 # SIGTERM drains within [run] shutdown_deadline_s (10 s): give `docker stop` 30.
+# Everything the daemon writes goes to the volume: the working directory is
+# root's, so the default runs/ paths would fail with EACCES as user trader.
+# Operator commands: docker exec <container> trader halt --socket /var/lib/trader/trader.sock
 STOPSIGNAL SIGTERM
 CMD ["trader", "run", "--config", "config/sandbox.toml", \
      "--set", "run.db=\"/var/lib/trader/sandbox.db\"", \
+     "--set", "run.control_socket=\"/var/lib/trader/trader.sock\"", \
      "--set", "http.listen=\"0.0.0.0:9108\""]
