@@ -26,6 +26,7 @@ from trader.messages import (
     DriftDetected,
     DriftMeasured,
     EquitySampled,
+    ExitTriggered,
     FeedStatusChanged,
     FlattenAll,
     HaltTrading,
@@ -46,6 +47,7 @@ from trader.messages import (
     SignalEmitted,
     SignalScored,
     SubmitOrder,
+    SymbolDelisted,
     encode,
 )
 
@@ -108,6 +110,18 @@ SAMPLE: list[AnyMessage] = [
     BrokerHealthChanged(ts_ns=T0, check="order_stream", healthy=False,
                         reason="no trade update for 2.0s while 1 order(s) awaited one "
                                "(limit 2s)", measured=2.0),
+    ExitTriggered(ts_ns=T0, client_order_id=ClientOrderId(f"sma-daily:AAPL:{T0}:stop_loss"),
+                  symbol="AAPL", reason="stop_loss", qty=100.0, entry_price=190.0, level=180.5,
+                  price=179.9),
+    SymbolDelisted(ts_ns=T0, symbol="LEH", qty=-120.0, price=0.21, realized_pnl_cents=48_675,
+                   last_bar_ns=T0 - 86_400_000_000_000),
+    # Fields added after v1 (bracket orders): a bracket entry and one of its legs.
+    SubmitOrder(ts_ns=T0, client_order_id=COID, strategy="sma-daily", symbol="AAPL", side="buy",
+                qty=177.0, time_in_force="gtc", signal_ts_ns=T0, take_profit_price=204.2,
+                stop_loss_price=176.36),
+    OrderAccepted(ts_ns=T0 + 1, client_order_id=ClientOrderId(f"{COID}-sl"), symbol="AAPL",
+                  broker_order_id="b-3", side="sell", qty=177.0, order_type="stop",
+                  stop_price=176.36, time_in_force="gtc", parent_client_order_id=COID),
 ]
 
 

@@ -368,6 +368,27 @@ async def test_a_fill_missed_by_a_paused_stream_is_recovered_by_polling_once() -
 
 
 @pytest.mark.asyncio
+async def test_the_polls_before_a_bar_run_together_one_round_trip_not_one_per_order() -> None:
+    """Four market orders the stream has not reported: ``sync`` (the feed's market-first
+    step) reads them concurrently, so the bar waits about one slow answer, not four."""
+    delay = 0.4
+    async with harness(update_timeout_s=WAIT_S) as h:
+        h.sb.faults.update({"pause_trade_updates": True})
+        coids = [f"sync-{i}" for i in range(4)]
+        for i, coid in enumerate(coids):
+            await h.broker.submit(buy(coid, qty=1, symbol=("AAPL", "MSFT")[i % 2]))
+        await h.fill_next_bar()
+        h.sb.faults.update({"delay_s": delay})
+        started = anyio.current_time()
+        await h.broker.sync({"AAPL", "MSFT"})
+        took = anyio.current_time() - started
+        assert delay <= took < 2.5 * delay, took  # one after another: at least 4 x delay
+        events = h.drain()
+        assert all(fills_of(events, coid) for coid in coids)
+        assert_once_each(events)
+
+
+@pytest.mark.asyncio
 async def test_polling_and_the_stream_racing_never_report_an_execution_twice() -> None:
     """With a tiny update timeout, polls and stream events race on every order; each
     execution is still reported exactly once."""

@@ -8,14 +8,15 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from trader.actors.base import Outbox
+from trader.actors.base import JournalCommits, JournalRecord, Outbox
 from trader.actors.execution import ExecutionActor
 from trader.brokers.base import AccountState, OrderState, PositionState
-from trader.channels import Channel
+from trader.channels import Channel, InFlight
 from trader.errors import BrokerRejected
 from trader.journal import KnownOrder
 from trader.messages import (
     AccountUpdated,
+    CancelOrder,
     ClientOrderId,
     Message,
     OrderAccepted,
@@ -198,3 +199,238 @@ async def test_a_fill_already_booked_is_not_booked_again() -> None:
         if isinstance(m, OrderFilled):
             fills.append(m)
     assert [f.execution_id for f in fills] == ["reconcile:b-o1:5"]
+
+
+# --- sending: one journal barrier per pass, different symbols concurrently ----------
+
+
+class GatedBroker(FakeBroker):
+    """Holds every submit until the test opens the gate, and records what it saw.
+
+    ``durable`` is the set of client order ids committed to the (fake) journal;
+    ``unjournaled`` collects any order that reached the broker before its
+    journal record was committed.
+    """
+
+    def __init__(self, durable: set[str], *, fail: str = "") -> None:
+        super().__init__()
+        self.durable = durable
+        self.fail = fail
+        self.gate = anyio.Event()
+        self.started: list[str] = []
+        self.unjournaled: list[str] = []
+        self.at_broker: dict[str, int] = {}  # symbol -> submits in progress
+        self.most_at_once = 0
+        self.overlapping_symbols: list[str] = []
+        self.canceled: list[tuple[str, bool]] = []  # (coid, its submit had finished)
+
+    async def submit(self, order: SubmitOrder) -> None:
+        coid = order.client_order_id
+        self.started.append(coid)
+        if coid not in self.durable:
+            self.unjournaled.append(coid)
+        if self.at_broker.get(order.symbol):
+            self.overlapping_symbols.append(order.symbol)
+        self.at_broker[order.symbol] = self.at_broker.get(order.symbol, 0) + 1
+        self.most_at_once = max(self.most_at_once, sum(self.at_broker.values()))
+        try:
+            if coid == self.fail:
+                raise RuntimeError("the adapter broke")
+            await self.gate.wait()
+            await super().submit(order)
+        finally:
+            self.at_broker[order.symbol] -= 1
+
+    async def cancel(self, client_order_id: str) -> None:
+        self.canceled.append((client_order_id, client_order_id in self.submitted))
+
+
+class Rig:
+    """Risk's outbox (journal first, then execution's inbox), a recorder that commits
+    whatever is queued, and the execution actor under test."""
+
+    def __init__(self, broker: GatedBroker, *, max_in_flight: int = 8) -> None:
+        self.inflight = InFlight()
+        self.inbox: Channel[Message] = Channel("execution", 64, self.inflight)
+        self.journal: Channel[JournalRecord] = Channel("recorder", 1024)
+        self.commits = JournalCommits()
+        self.risk = Outbox("risk", {SubmitOrder: [self.inbox], CancelOrder: [self.inbox]},
+                           self.journal, self.commits)
+        self.broker = broker
+        self.transactions = 0
+        # Closed: the recorder holds its transaction open until the test opens it.
+        self.disk = anyio.Event()
+        self.disk.set()
+        out: Channel[Message] = Channel("out", 1024)
+        self.actor = ExecutionActor(
+            self.inbox,
+            Outbox("execution", {t: [out] for t in _EXECUTION_EMITS}, self.journal,
+                   self.commits),
+            broker=broker, now_ns=lambda: T, known_orders=list, max_in_flight=max_in_flight)
+
+    async def record(self) -> None:
+        """The recorder's contract: a batch is durable once ``advance`` says so."""
+        while True:
+            batch = await self.journal.receive_batch()
+            await self.disk.wait()
+            for _, msg in batch:
+                if isinstance(msg, SubmitOrder):
+                    self.broker.durable.add(msg.client_order_id)
+            self.transactions += 1
+            self.commits.advance(self.commits.committed + len(batch))
+
+
+_EXECUTION_EMITS = (AccountUpdated, PositionChanged, ReconciliationDone, OrderAccepted,
+                    OrderFilled, OrderCanceled, OrderRejected, OrderExpired)
+
+
+def _order(symbol: str, n: int = 1) -> SubmitOrder:
+    return SubmitOrder(ts_ns=T + n, client_order_id=ClientOrderId(f"s:{symbol}:{T + n}:buy"),
+                       strategy="s", symbol=symbol, side="buy", qty=1.0)
+
+
+@pytest.mark.asyncio
+async def test_orders_of_different_symbols_are_at_the_broker_at_once_each_journaled_first() -> None:
+    """Five orders decided together: one journal commit, then all five at the broker at once."""
+    broker = GatedBroker(set())
+    rig = Rig(broker)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+            await tg.start(rig.actor.run)
+            await anyio.wait_all_tasks_blocked()
+            before = rig.transactions
+            rig.disk = anyio.Event()  # a slow disk: nothing commits yet
+            for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA"):
+                rig.risk.post(_order(symbol))
+            await anyio.wait_all_tasks_blocked()
+            assert broker.started == []  # not before the journal has them
+            rig.disk.set()
+            await anyio.wait_all_tasks_blocked()
+            assert broker.most_at_once == 5
+            assert rig.transactions == before + 1  # one barrier for the pass
+            broker.gate.set()
+            await anyio.wait_all_tasks_blocked()
+            assert rig.inflight.count == 0
+            tg.cancel_scope.cancel()
+    assert broker.unjournaled == []
+    assert sorted(broker.submitted) == sorted(broker.started)
+    assert len(broker.submitted) == 5
+
+
+@pytest.mark.asyncio
+async def test_one_symbols_orders_reach_the_broker_one_after_another_in_risks_order() -> None:
+    """A second order of a symbol waits for the first; other symbols do not wait."""
+    broker = GatedBroker(set())
+    rig = Rig(broker)
+    first, second, other = _order("AAPL", 1), _order("AAPL", 2), _order("IBM", 3)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+            await tg.start(rig.actor.run)
+            for cmd in (first, second, other):
+                rig.risk.post(cmd)
+            await anyio.wait_all_tasks_blocked()
+            assert broker.started == [first.client_order_id, other.client_order_id]
+            broker.gate.set()
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert broker.overlapping_symbols == []
+    assert broker.submitted.index(first.client_order_id) \
+        < broker.submitted.index(second.client_order_id)
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_goes_to_the_broker_only_after_its_orders_submit() -> None:
+    """A cancel that overtakes its order's submit would be refused as unknown."""
+    broker = GatedBroker(set())
+    rig = Rig(broker)
+    order = _order("AAPL")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+            await tg.start(rig.actor.run)
+            rig.risk.post(order)
+            rig.risk.post(CancelOrder(ts_ns=T, client_order_id=order.client_order_id))
+            await anyio.wait_all_tasks_blocked()
+            assert broker.canceled == []
+            broker.gate.set()
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert broker.canceled == [(order.client_order_id, True)]
+
+
+@pytest.mark.asyncio
+async def test_no_more_than_max_in_flight_commands_are_taken_the_rest_wait_in_the_inbox() -> None:
+    """With room for two, three of five orders wait in the inbox (backpressure on risk)."""
+    broker = GatedBroker(set())
+    rig = Rig(broker, max_in_flight=2)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+            await tg.start(rig.actor.run)
+            for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA"):
+                rig.risk.post(_order(symbol))
+            await anyio.wait_all_tasks_blocked()
+            assert broker.most_at_once == 2
+            assert len(rig.inbox) == 3
+            broker.gate.set()
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert len(broker.submitted) == 5
+    assert broker.most_at_once == 2
+    assert broker.unjournaled == []
+
+
+@pytest.mark.asyncio
+async def test_a_command_repeated_while_its_order_is_at_the_broker_is_not_sent_again() -> None:
+    """Send once: the client order id is claimed before the submit starts."""
+    broker = GatedBroker(set())
+    rig = Rig(broker)
+    order = _order("AAPL")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+            await tg.start(rig.actor.run)
+            rig.risk.post(order)
+            await anyio.wait_all_tasks_blocked()
+            rig.risk.post(order)
+            rig.risk.post(order)
+            await anyio.wait_all_tasks_blocked()
+            broker.gate.set()
+            await anyio.wait_all_tasks_blocked()
+            assert rig.inflight.count == 0
+            tg.cancel_scope.cancel()
+    assert broker.started == [order.client_order_id]
+    assert broker.submitted == [order.client_order_id]
+
+
+@pytest.mark.asyncio
+async def test_a_submit_that_raises_crashes_the_actor_and_the_unsent_orders_wait_in_order() -> None:
+    """The failing order is dropped (logged); the others in flight go back, in risk's order."""
+    orders = [_order(s, i) for i, s in enumerate(("AAPL", "IBM", "MSFT", "NVDA"))]
+    broker = GatedBroker(set(), fail=orders[1].client_order_id)
+    rig = Rig(broker)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+
+            async def execution() -> None:
+                # The actor's own task group (the update stream) wraps it.
+                with pytest.raises(ExceptionGroup) as crashed:
+                    await rig.actor.run()
+                assert crashed.group_contains(RuntimeError, match="the adapter broke")
+
+            tg.start_soon(execution)
+            await anyio.wait_all_tasks_blocked()
+            for cmd in orders:
+                rig.risk.post(cmd)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert sorted(broker.started) == sorted(o.client_order_id for o in orders)
+    assert broker.submitted == []
+    back = []
+    while len(rig.inbox):
+        back.append(rig.inbox.receive_nowait())
+    assert back == [orders[0], orders[2], orders[3]]
+    assert rig.inflight.count == 3  # the dropped one is done; the rest still count

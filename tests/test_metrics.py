@@ -200,12 +200,14 @@ async def test_snapshots_come_from_the_graph_and_feed_counters_survive_a_restart
     first, second = feed(), feed()
     first.received, first.emitted, first.reconnects = 10, 9, 1
     first.dropped_invalid["crossed"] = 1
+    first.quality_findings["outlier_return"] = 1
     monkeypatch.setattr(graph.supervisor, "actors", lambda: [first])
     m.exposition()
     first.received, first.emitted = 12, 11  # the rest of its life, before it died
     monkeypatch.setattr(graph.supervisor, "actors", lambda: [second])
     second.received, second.emitted = 3, 3
     second.dropped_invalid["crossed"] = 2
+    second.quality_findings["outlier_return"] = 2
     m.exposition()
     assert sample(reg, "trader_inbox_depth", actor="risk") == 1
     # A replay graph: the journal's backlog is [replay] journal_backlog, not [channels].
@@ -216,6 +218,8 @@ async def test_snapshots_come_from_the_graph_and_feed_counters_survive_a_restart
     assert sample(reg, "trader_feed_reconnects_total") == 1
     assert sample(reg, "trader_feed_bars_invalid_total", reason="crossed") == 3
     assert sample(reg, "trader_feed_bars_invalid_total", reason="non_finite") == 0
+    assert sample(reg, "trader_feed_data_quality_findings_total", kind="outlier_return") == 3
+    assert sample(reg, "trader_feed_data_quality_findings_total", kind="suspected_split") == 0
     assert sample(reg, "trader_ready") == 0  # not started
 
 

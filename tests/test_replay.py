@@ -206,3 +206,27 @@ def test_report_on_a_missing_journal_is_a_clear_error(
 
     assert main(["report", str(tmp_path / "none.db")]) == 2
     assert "no such journal" in capsys.readouterr().err
+
+
+def test_an_embedded_sandbox_goes_on_after_the_journal_s_last_bar(tmp_path: Path) -> None:
+    """`trader run --config config/sandbox.toml` run twice on one journal: the second
+    sandbox market starts after the last bar the first run journaled, never before it
+    (its feed would otherwise ask for bars between its last one and an earlier "now")."""
+    from trader.runner import _sandbox_start
+    from trader.sandbox import wire
+
+    db = tmp_path / "sandbox.db"
+    assert _sandbox_start("2004-01-02", str(db)) == "2004-01-02"  # no journal yet
+    config = decode_config({
+        "run": {"db": str(db)},
+        "data": {"dir": str(REPO / "replay_data" / "1Day"), "symbols": ["AAPL", "MSFT"],
+                 "start": "2004-01-02", "end": "2004-06-30"},
+    })
+    outcome = anyio.run(lambda: run_replay(config))
+    from trader.journal import recent_bars
+
+    last = max(b.ts_ns for b in recent_bars(outcome.db_path))
+    assert _sandbox_start("2004-01-02", str(db)) == last
+    # A configured start later than the journal wins.
+    assert _sandbox_start("2005-01-03", str(db)) == "2005-01-03"
+    assert wire.parse_time("2005-01-03") > last

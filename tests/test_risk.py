@@ -605,3 +605,37 @@ def test_flatten_before_close_leaves_every_session_flat(tmp_path: Path) -> None:
         net[key] = net.get(key, 0.0) + (qty if side == "buy" else -qty)
     # Positions opened during a day are all closed the same day.
     assert all(abs(q) < 1e-9 for q in net.values()), net
+
+
+def test_flatten_before_close_holds_when_no_signal_cuts_the_batches(tmp_path: Path) -> None:
+    """A slow strategy (few signals, so the feed would release thousands of bars per
+    batch): every position opened during a session is still closed the same day."""
+    import sqlite3
+
+    import anyio
+
+    from trader import calendar
+    from trader.config import decode_config
+    from trader.data.synth import synth_bars, write_csv
+    from trader.runner import run_replay
+
+    data = tmp_path / "bars"
+    write_csv(synth_bars(1, days=6, seed=4), data)
+    db = tmp_path / "slow.db"
+    config = decode_config({
+        "run": {"db": str(db)},
+        "data": {"dir": str(data)},
+        "strategy": {"name": "sma_cross", "params": {"fast": 30, "slow": 200}},
+        "risk": {"sizing": "fixed_fraction", "fixed_fraction": 0.4,
+                 "flatten_before_close_min": 10.0},
+    })
+    anyio.run(lambda: run_replay(config))
+    with sqlite3.connect(db) as conn:
+        fills = conn.execute("SELECT ts_ns, side, qty FROM fills ORDER BY ts_ns").fetchall()
+    buys = [ts for ts, side, _ in fills if side == "buy"]
+    assert len(buys) >= 2, "the data must give the strategy entries on several days"
+    net: dict[object, float] = {}
+    for ts, side, qty in fills:
+        day = calendar.ny_date(ts)
+        net[day] = net.get(day, 0.0) + (qty if side == "buy" else -qty)
+    assert all(abs(q) < 1e-9 for q in net.values()), net

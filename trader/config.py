@@ -221,6 +221,23 @@ class RiskConfig(_Section, frozen=True, kw_only=True):
             The drawdown breaker never resumes by itself.
         kill_switch_file: if this file exists, HALT (checked at every bar
             batch; "" = no kill switch, the default).
+        stop_loss_pct: close a position at market once a bar trades this
+            percent against its average entry price (0 = off, the default;
+            0 <= x < 100). Long and short alike (trader/exits.py).
+        take_profit_pct: close a position at market once a bar trades this
+            percent in its favour from the entry (0 = off; 0 <= x < 100).
+        trailing_stop_pct: close a position at market once a bar trades this
+            percent back from the best price since entry (the high-water mark
+            of a long, the low-water mark of a short; 0 = off; 0 <= x < 100).
+        exits: how the three exits above are carried out: ``emulated``
+            (default: risk watches the bars and sends a market order after
+            the bar that breached) or ``native``: each entry goes to the
+            broker as a whole-share gtc market order with a bracket (Alpaca
+            ``order_class`` ``bracket``, ``oto`` with one level) whose take
+            profit and stop loss legs the broker holds, one-cancels-other;
+            the levels are computed from the signal's price. The trailing
+            stop has no bracket leg and stays emulated. ``native`` needs
+            ``stop_loss_pct`` or ``take_profit_pct`` (DESIGN.md, "Exits").
     """
 
     sizing: Literal["target_weight", "fixed_notional", "fixed_fraction", "volatility_target"] = (
@@ -253,10 +270,18 @@ class RiskConfig(_Section, frozen=True, kw_only=True):
     on_clock_skew: Literal["ACTIVE", "REDUCING", "HALTED"] = "HALTED"
     auto_resume: bool = False
     kill_switch_file: str = ""
+    stop_loss_pct: Annotated[float, Meta(ge=0.0, lt=100.0)] = 0.0
+    take_profit_pct: Annotated[float, Meta(ge=0.0, lt=100.0)] = 0.0
+    trailing_stop_pct: Annotated[float, Meta(ge=0.0, lt=100.0)] = 0.0
+    exits: Literal["emulated", "native"] = "emulated"
 
     def __post_init__(self) -> None:
         if self.sizing == "volatility_target" and not self.risk_per_position_usd:
             raise ValueError("volatility_target sizing needs risk_per_position_usd > 0")
+        if self.exits == "native" and not (self.stop_loss_pct or self.take_profit_pct):
+            # A bracket with no leg is a plain order: asking for one is a mistake.
+            raise ValueError('exits: "native" needs stop_loss_pct or take_profit_pct > 0 '
+                             '(a bracket carries those two; the trailing stop stays emulated)')
 
 
 class ChannelsConfig(_Section, frozen=True, kw_only=True):
@@ -307,6 +332,12 @@ class AlpacaConfig(_Section, frozen=True, kw_only=True):
         key_id_file, secret_file: files holding them (mode 600), if not in the env.
         request_timeout_s: our own timeout per REST call (alpaca-py has none).
         max_requests_per_minute: stay under Alpaca's 200/min (default 190).
+        max_concurrent_submits: the most orders the execution actor has at
+            the broker at once, each of its own symbol (one symbol's orders
+            go one after another); also bounds the polls before a bar is
+            released (default 8; 1 = one order at a time). Every order is
+            journaled before it is sent either way, and the request budget
+            above still applies.
         update_timeout_s: poll an order by id if no update arrived in this time.
         order_stream_silence_s: an order the broker took (a submit or a cancel
             it answered) that has had no trade update for this many seconds
@@ -342,6 +373,7 @@ class AlpacaConfig(_Section, frozen=True, kw_only=True):
     secret_file: str = ""
     request_timeout_s: PositiveFloat = 10.0
     max_requests_per_minute: Annotated[int, Meta(ge=1, le=200)] = 190
+    max_concurrent_submits: PositiveInt = 8
     update_timeout_s: PositiveFloat = 5.0
     order_stream_silence_s: NonNegativeFloat = 0.0
     error_rate_max: Fraction = 0.0

@@ -63,6 +63,7 @@ from trader.messages import (
     DriftDetected,
     DriftMeasured,
     EquitySampled,
+    ExitTriggered,
     FeedStatusChanged,
     FlattenAll,
     HaltTrading,
@@ -84,6 +85,7 @@ from trader.messages import (
     SignalEmitted,
     SignalScored,
     SubmitOrder,
+    SymbolDelisted,
 )
 from trader.strategies import build as build_strategy
 from trader.supervisor import ChildSpec, RestartBudget, Supervisor
@@ -124,6 +126,7 @@ ROUTES: Mapping[str, Mapping[type[Message], tuple[str, ...]]] = {
         AccountUpdated: (),
         EquitySampled: (),
         RiskStateChanged: (),
+        ExitTriggered: (),
     },
     "execution": {
         **dict.fromkeys(_ORDER_EVENTS, ("risk",)),
@@ -132,6 +135,9 @@ ROUTES: Mapping[str, Mapping[type[Message], tuple[str, ...]]] = {
         ReconciliationDone: ("risk",),
         # The broker adapter measures (trader.brokers.health); risk decides.
         BrokerHealthChanged: ("risk",),
+        # Books like a fill; the strategy learns of the flat position from
+        # risk's PositionChanged, like after any fill.
+        SymbolDelisted: ("risk",),
     },
     "control": {HaltTrading: ("risk",), ResumeTrading: ("risk",), FlattenAll: ("risk",)},
 }
@@ -257,7 +263,8 @@ class Graph:
             return ExecutionActor(self.inboxes["execution"], self.outbox("execution"),
                                   broker=adapters.broker, now_ns=adapters.clock.now_ns,
                                   known_orders=self._known_orders,
-                                  tick_to_order=self.tick_to_order)
+                                  tick_to_order=self.tick_to_order,
+                                  max_in_flight=cfg.alpaca.max_concurrent_submits)
 
         def risk() -> Actor:
             return RiskActor(self.inboxes["risk"], self.outbox("risk"), config=cfg.risk,

@@ -36,6 +36,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from trader.actors.base import put_back_after_cancel, put_back_after_crash
 from trader.channels import Channel, InFlight
 
 Handler = Callable[[Any], Awaitable[None] | None]
@@ -76,6 +77,7 @@ class InlineDriver:
         self._inflight = inflight
         self._consumers: dict[Channel[Any], _Consumer] = {}
         self._driving = False
+        self._any_closed = False
         self._waiters: list[anyio.Event] = []
         for ch in self._channels:
             ch.driver = self
@@ -158,9 +160,6 @@ class InlineDriver:
         return progressed
 
     async def _handle_batch(self, c: _Consumer) -> None:
-        # Imported here: base.py imports this module's users, not the reverse.
-        from trader.actors.base import _cancelled, _crashed
-
         inbox = c.inbox
         batch = inbox.take_all()
         if c.batches:
@@ -193,11 +192,11 @@ class InlineDriver:
                         flushing = False
         except Exception as exc:
             # The message that raised, or whose output could not be delivered.
-            _crashed(inbox, batch, i - 1 if flushing else i, exc, c.actor)
+            put_back_after_crash(inbox, batch, i - 1 if flushing else i, exc, c.actor)
             self._fail(c, exc)
             return
         except BaseException:
-            _cancelled(inbox, batch, i)
+            put_back_after_cancel(inbox, batch, i)
             raise
         inbox.done(len(batch))
 
@@ -209,6 +208,8 @@ class InlineDriver:
 
     def _end_closed(self) -> None:
         # An inbox closed and emptied (shutdown) ends its actor's loop.
+        if not self._any_closed:
+            return
         for ch, c in list(self._consumers.items()):
             if ch.closed and not ch._items:
                 del self._consumers[ch]
@@ -216,6 +217,7 @@ class InlineDriver:
 
     def closed(self) -> None:
         """An inline channel was closed: end its consumer now if nothing is left."""
+        self._any_closed = True
         self._end_closed()
         self.pushed()
 

@@ -182,6 +182,13 @@ class SubmitOrder(Message, frozen=True, kw_only=True):
     stop_price: float | None = None
     time_in_force: TimeInForce = "day"
     signal_ts_ns: int = 0
+    take_profit_price: float | None = None
+    """With ``stop_loss_price``: a broker-native bracket (Alpaca ``order_class``
+    ``bracket``; ``oto`` with only one of the two). Once this entry fills, the
+    broker holds a limit order closing it at this price."""
+    stop_loss_price: float | None = None
+    """The bracket's stop order closing the entry at this price. The two legs are
+    one-cancels-other; both are rounded to the tick at the broker boundary."""
 
 
 class CancelOrder(Message, frozen=True, kw_only=True):
@@ -217,6 +224,9 @@ class OrderAccepted(OrderEvent, frozen=True, kw_only=True):
     limit_price: float | None = None
     stop_price: float | None = None
     time_in_force: TimeInForce = "day"
+    parent_client_order_id: str = ""
+    """For a leg of a bracket (its take profit or stop loss): the client order id
+    of the entry it closes. The broker placed the leg, not us."""
 
 
 class OrderFilled(OrderEvent, frozen=True, kw_only=True):
@@ -268,6 +278,25 @@ class PositionChanged(Message, frozen=True, kw_only=True):
     qty: float
     avg_price: float
     realized_pnl_cents: int
+
+
+class SymbolDelisted(Message, frozen=True, kw_only=True):
+    """``symbol`` left the universe: its data ended while the market went on.
+
+    The simulated exchange canceled its open orders and closed the position
+    at ``price``, the symbol's last close, with no commission and no slippage
+    (DESIGN.md, "Universe changes"). ``qty`` is the position it closed
+    (negative: a short covered; 0: nothing was held), ``realized_pnl_cents``
+    what that close realized. Risk books it like a fill; the recorder writes
+    it as a fill with the execution id ``delist:<symbol>:<ts_ns>``.
+    """
+
+    symbol: str
+    qty: float
+    price: float
+    realized_pnl_cents: int
+    last_bar_ns: int = 0
+    """The close time of the symbol's last bar."""
 
 
 class AccountUpdated(Message, frozen=True, kw_only=True):
@@ -333,6 +362,28 @@ class BrokerHealthChanged(Message, frozen=True, kw_only=True):
     measured: float = 0.0
 
 
+ExitReason = Literal["stop_loss", "take_profit", "trailing_stop"]
+
+
+class ExitTriggered(Message, frozen=True, kw_only=True):
+    """A bar breached a position's stop loss, take profit or trailing stop.
+
+    Risk closes the position with the market order ``client_order_id`` (its
+    intent is ``reason``); ``ts_ns`` is the breaching bar's close.
+    ``entry_price`` is the position's average price, ``level`` the price that
+    was breached, ``price`` the bar's low (long) or high (short) that
+    breached it (for a take profit, the other extreme). See trader/exits.py.
+    """
+
+    client_order_id: ClientOrderId
+    symbol: str
+    reason: ExitReason
+    qty: float
+    entry_price: float
+    level: float
+    price: float
+
+
 class HaltTrading(Message, frozen=True, kw_only=True):
     """Operator or breaker: no new orders."""
 
@@ -376,6 +427,7 @@ AnyMessage: TypeAlias = (
     | AccountUpdated
     | EquitySampled
     | RiskStateChanged
+    | ExitTriggered
     | HaltTrading
     | ResumeTrading
     | FlattenAll
@@ -387,6 +439,7 @@ AnyMessage: TypeAlias = (
     | DriftDetected
     | ModelSwapped
     | ModelSwapRefused
+    | SymbolDelisted
 )
 
 # One codec for the journal; msgpack is compact and msgspec decodes it straight

@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 from trader import __version__, calendar
 from trader.actors.base import JournalRecord
 from trader.actors.feed import LiveFeed
+from trader.data.live_quality import LIVE_KINDS
 from trader.feedcheck import Reason
 from trader.messages import (
     AccountUpdated,
@@ -49,6 +50,8 @@ from trader.messages import (
     DriftDetected,
     DriftMeasured,
     EquitySampled,
+    ExitReason,
+    ExitTriggered,
     FeedStatusChanged,
     Message,
     ModelSwapped,
@@ -197,6 +200,12 @@ class Metrics:
             "trader_risk_state_changes_total",
             "Trading state changes, by the condition behind each (a breaker, operator, "
             "restored).", ["condition"])
+        self.exits = counter(
+            "trader_exits_triggered_total",
+            "Positions risk closed for an exit level a bar breached ([risk] stop_loss_pct, "
+            "take_profit_pct, trailing_stop_pct), by reason.", ["reason"])
+        for reason in get_args(ExitReason):
+            self.exits.labels(reason)
         for check in get_args(BrokerCheck):
             self.broker_healthy.labels(check).set(1)
         # --- live latency ----------------------------------------------------------
@@ -272,6 +281,7 @@ class Metrics:
             AccountUpdated: self._on_account,
             EquitySampled: self._on_equity,
             RiskStateChanged: self._on_risk_state,
+            ExitTriggered: lambda s, m: self.exits.labels(m.reason).inc(),
             ReconciliationDone: self._on_reconciled,
             FeedStatusChanged: self._on_feed_status,
             BrokerHealthChanged: lambda s, m: self.broker_healthy.labels(m.check).set(
@@ -569,6 +579,7 @@ class _GraphCollector(Collector):
         # starts from zero, the series must not.
         self._feed_base: dict[str, int] = dict.fromkeys(_FEED_COUNTERS, 0)
         self._invalid_base: dict[str, int] = {}
+        self._quality_base: dict[str, int] = dict.fromkeys(LIVE_KINDS, 0)
         # Channel received counts step back when a crashed actor's batch is
         # requeued; a counter must not.
         self._received_max: dict[str, int] = {}
@@ -620,6 +631,9 @@ class _GraphCollector(Collector):
             c("trader_feed_bars_duplicate_total", "Bars dropped as duplicate or out of order."),
             c("trader_feed_malformed_frames_total", "Feed frames that could not be decoded."),
             c("trader_feed_reconnects_total", "Live feed reconnections."),
+            c("trader_feed_data_quality_findings_total",
+              "Data-quality findings in the bars the live feed passed on, by kind "
+              "(trader.data.live_quality; the bars are not dropped).", ["kind"]),
         ])
 
     def _fill_graph(self, fams: dict[str, Metric], g: Graph) -> None:
@@ -660,6 +674,8 @@ class _GraphCollector(Collector):
                     self._feed_base[k] += getattr(old, k)
                 for reason, n in old.dropped_invalid.items():
                     self._invalid_base[reason] = self._invalid_base.get(reason, 0) + n
+                for kind, n in old.quality_findings.items():
+                    self._quality_base[kind] += n
             self._feed = current
         feed = self._feed
         if feed is None:
@@ -674,6 +690,9 @@ class _GraphCollector(Collector):
         for reason in get_args(Reason):
             n = self._invalid_base.get(reason, 0) + feed.dropped_invalid.get(reason, 0)
             _add(fams["trader_feed_bars_invalid_total"], [reason], n)
+        for kind in LIVE_KINDS:
+            n = self._quality_base[kind] + feed.quality_findings[kind]
+            _add(fams["trader_feed_data_quality_findings_total"], [kind], n)
 
 
 def _add(family: Metric, labels: list[str], value: float) -> None:

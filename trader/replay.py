@@ -19,6 +19,10 @@ in one of two ways:
 
 With ``speed`` set, timestamps are released at that multiple of real time
 (wall-clock pacing for demos), one timestamp at a time.
+
+A symbol whose data ends before the replay does is delisted at the first
+timestamp of a later day (:mod:`trader.universe`): the feed has the broker
+close it there, and lets the graph settle, before it releases that timestamp.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from trader.channels import Channel, InFlight
 from trader.clock import NS_PER_SECOND, ReplayClock
 from trader.data.bars import BarTable
 from trader.messages import BarClosed, BarsClosed, BatchCut, Message
+from trader.universe import Delistings
 
 log = structlog.get_logger("trader.replay")
 
@@ -61,6 +66,7 @@ class MergedBars:
             self.ts = np.empty(0, dtype=np.int64)
             self.sym = np.empty(0, dtype=np.int32)
             self.cols = np.empty((7, 0))
+            self.delistings = Delistings(self.ts, self.sym, symbols)
             return
         ts = np.concatenate([t.ts_ns for t in parts])
         sym = np.concatenate(
@@ -81,6 +87,8 @@ class MergedBars:
         for row, c in enumerate(("open", "high", "low", "close", "volume", "vwap", "trades")):
             cols[row] = np.concatenate([getattr(t, c) for t in parts])[index]
         self.cols = cols
+        # Symbols whose data ends before the replay does (trader.universe).
+        self.delistings = Delistings(self.ts, self.sym, symbols)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -183,11 +191,21 @@ class ReplayFeed:
             await settle()
             stepping = self._speed is not None or broker.exchange.has_open_orders()
             j = data.group_end(i) if stepping else data.chunk_end(i, self._batch)
+            # A batch never spans a delisting, so it happens between the same
+            # two bars whatever batch_bars is.
+            j = min(j, data.delistings.next_after(i, j))
             if self._speed is not None:
                 if wall_start is None:
                     wall_start = anyio.current_time()
                 due = wall_start + (int(data.ts[i]) - first_ts) / NS_PER_SECOND / self._speed
                 await anyio.sleep_until(due)
+            delisted = data.delistings.at(i)
+            if delisted:
+                # The market opened a later day without these symbols: their
+                # positions close at their last close before anyone sees the new bars.
+                self._clock.advance_to(int(data.ts[i]))
+                if await broker.delist(int(data.ts[i]), delisted):
+                    await settle()
             bars = data.bars(i, j)
             if stepping:
                 # The market trades the bar before it closes for the strategy.

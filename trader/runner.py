@@ -136,6 +136,14 @@ async def run_replay(
         # keeps the journal independent of batch_bars (DESIGN.md: batching only
         # where it cannot change semantics; tests/test_risk.py checks it).
         batch_bars = 1
+    if risk.stop_loss_pct or risk.take_profit_pct or risk.trailing_stop_pct:
+        # The same for exits: risk sends one at any bar of a held symbol.
+        batch_bars = 1
+    if risk.flatten_before_close_min:
+        # And for the flatten before the close: risk must see the window's
+        # first bar as the last bar of a batch, or a batch running past the
+        # close would keep the position overnight.
+        batch_bars = 1
 
     def feed(graph: Graph) -> Actor:
         return ReplayFeed(
@@ -187,6 +195,30 @@ async def run_replay(
     )
 
 
+def _sandbox_start(configured: str, db_path: str) -> str | int | None:
+    """Where the embedded sandbox's market starts: ``[sandbox] start``, or just after
+    the last bar the journal holds if that is later.
+
+    The embedded sandbox is a new market every run, but the journal is not: a
+    daemon restarted on it must not be taken back in time (its feed would ask
+    for the bars between its last one and a "now" that lies before it). So the
+    market goes on where the journal stopped; its account starts afresh, and
+    start-up reconciliation journals the difference.
+    """
+    from trader.journal import last_seen, recent_bars
+    from trader.sandbox import wire
+
+    seen = last_seen(recent_bars(db_path)) if Path(db_path).exists() else {}
+    if not seen:
+        return configured or None
+    resume = max(seen.values())
+    if configured and wire.parse_time(configured) >= resume:
+        return configured
+    log.info("embedded sandbox resumes after the journal's last bar", db=db_path,
+             last_bar=datetime.fromtimestamp(resume / 1e9, tz=UTC).isoformat())
+    return resume
+
+
 class LiveOutcome(msgspec.Struct, kw_only=True):
     """What a stopped daemon leaves behind."""
 
@@ -228,8 +260,8 @@ async def run_live(
 
             sb = config.sandbox
             sandbox = await stack.enter_async_context(
-                Sandbox(sb.data, port=sb.port, speed=sb.speed, start=sb.start or None,
-                        broker=config.broker)
+                Sandbox(sb.data, port=sb.port, speed=sb.speed,
+                        start=_sandbox_start(sb.start, path), broker=config.broker)
             )
         if sandbox is not None:
             alpaca = msgspec.structs.replace(

@@ -248,10 +248,10 @@ async def consume(
                 await handle_async(msg)
                 i += 1
         except Exception as exc:
-            _crashed(inbox, batch, i, exc, actor)
+            put_back_after_crash(inbox, batch, i, exc, actor)
             raise
         except BaseException:
-            _cancelled(inbox, batch, i)
+            put_back_after_cancel(inbox, batch, i)
             raise
         inbox.done(len(batch))
 
@@ -273,16 +273,18 @@ async def _consume_sync(
                     await outbox.flush()
                 i += 1
         except Exception as exc:
-            _crashed(inbox, batch, i, exc, actor)
+            put_back_after_crash(inbox, batch, i, exc, actor)
             raise
         except BaseException:
-            _cancelled(inbox, batch, i)
+            put_back_after_cancel(inbox, batch, i)
             raise
         inbox.done(len(batch))
 
 
-def _crashed(inbox: Channel[Message], batch: list[Message], i: int, exc: Exception,
-             actor: str) -> None:
+def put_back_after_crash(inbox: Channel[Message], batch: list[Message], i: int,
+                         exc: Exception, actor: str) -> None:
+    """Handling ``batch[i]`` raised: log and drop it, put the rest back (consume and
+    the inline driver share this)."""
     # The message it crashed on is reported and dropped (a poison message would
     # otherwise crash every restart); the rest of the batch waits, in order,
     # for the next incarnation.
@@ -297,7 +299,8 @@ def _crashed(inbox: Channel[Message], batch: list[Message], i: int, exc: Excepti
     )
 
 
-def _cancelled(inbox: Channel[Message], batch: list[Message], i: int) -> None:
+def put_back_after_cancel(inbox: Channel[Message], batch: list[Message], i: int) -> None:
+    """Cancelled before ``batch[i]`` was fully handled: put it and the rest back."""
     # Cancelled (a supervisor restart or shutdown): the message was not fully
     # handled, so it is kept for the successor. Side effects it already caused
     # are safe to repeat: client order ids are deterministic.

@@ -10,6 +10,22 @@ broker's update stream. Fills and terminal order events are journaled
 *durably* (committed to SQLite) before they are passed on when the broker
 outlives us (``Broker.durable_updates``), so nothing the broker acknowledged
 can be lost by a crash after we acted on it.
+
+Sending, live (a task per actor)::
+
+    take up to max_in_flight commands ─▶ one journal barrier ─▶ a task per command:
+      (what is free of the inbox)          (every order taken     wait for the previous
+                                            is on disk)           command of its symbol
+                                                                  (a cancel: for its
+                                                                  order's submit), send
+
+So orders of different symbols are at the broker concurrently, each still
+journaled before the broker can know it, and sent once: the client order id
+is registered before its task starts, and a repeat is dropped. At most
+``max_in_flight`` commands are taken from the inbox and not yet finished
+(the rest wait there: backpressure on risk). Under inline delivery (replay)
+commands are handled one after another, in order: a backtest must not
+depend on task scheduling.
 """
 
 from __future__ import annotations
@@ -18,7 +34,7 @@ from collections.abc import Callable
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from trader.actors.base import Outbox, consume
 from trader.brokers.base import Broker, OrderState
@@ -50,7 +66,13 @@ _DUPLICATE = "40010001"
 
 
 class ExecutionActor:
-    """Sends orders, follows their lifecycle, reconciles on every start."""
+    """Sends orders, follows their lifecycle, reconciles on every start.
+
+    Args:
+        max_in_flight: commands taken from the inbox and not yet finished, at
+            most (``[alpaca] max_concurrent_submits``); 1 sends one order at a
+            time, each after its own journal barrier.
+    """
 
     name = "execution"
 
@@ -63,7 +85,10 @@ class ExecutionActor:
         now_ns: Callable[[], int],
         known_orders: Callable[[], list[KnownOrder]] | None = None,
         tick_to_order: TickToOrder | None = None,
+        max_in_flight: int = 8,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self._tick_to_order = tick_to_order
         self._inbox = inbox
         self._out = outbox
@@ -71,6 +96,19 @@ class ExecutionActor:
         self._now_ns = now_ns
         self._known_orders = known_orders
         self._orders: dict[str, TrackedOrder] = {}
+        self._max_in_flight = max_in_flight
+        # Commands taken from the inbox and not finished, in arrival order:
+        # what a crash or a cancellation puts back for the next incarnation.
+        self._unfinished: dict[int, Message] = {}
+        self._taken = 0
+        self._room: anyio.Event | None = None
+        # The last command of each symbol still in progress, and each order
+        # whose submit is: a later command waits for it (see _serve_commands).
+        self._symbol_busy: dict[str, anyio.Event] = {}
+        self._sending: dict[str, anyio.Event] = {}
+        # Outbox.flush is not safe from two tasks at once: the update stream
+        # and the send tasks emit one at a time.
+        self._emit_lock = anyio.Lock()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         broker = self._broker
@@ -81,7 +119,12 @@ class ExecutionActor:
             await self._reconcile()
             tg.start_soon(consume, broker.updates, self._on_update, self.name)
             task_status.started()
-            await consume(self._inbox, self._on_command, self.name)
+            if self._inbox.driver is not None:
+                # Inline delivery (replay): one command after another, in the
+                # driver's task, so the journal does not depend on scheduling.
+                await consume(self._inbox, self._on_command, self.name)
+            else:
+                await self._serve_commands()
             tg.cancel_scope.cancel()
 
     async def _reconcile(self) -> None:
@@ -129,7 +172,7 @@ class ExecutionActor:
             await self._out.emit(OrderAccepted(
                 ts_ns=now, client_order_id=ClientOrderId(o.client_order_id), symbol=o.symbol,
                 broker_order_id=o.broker_order_id, side="buy" if o.side == "buy" else "sell",
-                qty=o.qty,
+                qty=o.qty, parent_client_order_id=o.parent_client_order_id,
             ))
         if differences:
             log.warning("reconciliation adopted the broker's state", differences=differences)
@@ -178,31 +221,160 @@ class ExecutionActor:
             changed += 1
         return changed
 
-    async def _on_command(self, msg: Message) -> None:
-        if isinstance(msg, SubmitOrder):
-            await self._submit(msg)
-        elif isinstance(msg, CancelOrder):
-            try:
-                await self._broker.cancel(msg.client_order_id)
-            except BrokerRejected as exc:
-                log.warning("cancel refused", client_order_id=msg.client_order_id,
-                            reason=exc.reason)
+    # --- commands -------------------------------------------------------------------
 
-    async def _submit(self, cmd: SubmitOrder) -> None:
+    async def _on_command(self, msg: Message) -> None:
+        """One command, start to finish (inline delivery: one after another)."""
+        if isinstance(msg, SubmitOrder):
+            if self._register(msg):
+                if self._broker.durable_updates:
+                    # Journal first: risk journaled this command before sending
+                    # it here; make that durable before the broker can act on
+                    # it, so a crash can never leave an order at the broker we
+                    # have no record of.
+                    await self._out.barrier()
+                await self._send(msg)
+        elif isinstance(msg, CancelOrder):
+            await self._cancel(msg)
+
+    async def _serve_commands(self) -> None:
+        """Take commands in passes, journal them once per pass, send them concurrently.
+
+        Each pass takes what the inbox holds, up to the free room of
+        ``max_in_flight``. Before the first order of a pass goes out, one
+        barrier makes everything journaled so far durable: risk journaled
+        every command of the pass before it sent it here, so all of them are
+        on disk before any reaches the broker. Each command then runs in its
+        own task, after the previous command of its symbol (so one symbol's
+        orders reach the broker in the order risk decided them) and, for a
+        cancel, after its order's submit.
+
+        Crash and cancellation semantics are :func:`~trader.actors.base.consume`'s:
+        a command that raises crashes the actor (it is logged and dropped),
+        and every command taken but not finished goes back to the head of
+        the inbox, in order, for the next incarnation; resending is safe,
+        the broker refuses a known client order id and we adopt it.
+        """
+        inbox = self._inbox
+        unfinished = self._unfinished
+        crashed: list[tuple[int, Exception]] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    while len(unfinished) >= self._max_in_flight:
+                        self._room = anyio.Event()
+                        await self._room.wait()
+                    try:
+                        batch = await inbox.receive_batch(
+                            limit=self._max_in_flight - len(unfinished))
+                    except anyio.EndOfStream:
+                        break
+                    first = self._taken
+                    self._taken += len(batch)
+                    unfinished.update(zip(range(first, self._taken), batch, strict=True))
+                    sends = False
+                    for n, msg in enumerate(batch, first):
+                        if isinstance(msg, SubmitOrder) and not self._register(msg):
+                            self._finished(n)  # a repeat: nothing to send
+                        elif isinstance(msg, SubmitOrder | CancelOrder):
+                            sends = sends or isinstance(msg, SubmitOrder)
+                        else:
+                            self._finished(n)
+                    if sends and self._broker.durable_updates:
+                        # Journal first, once for the whole pass (see above).
+                        await self._out.barrier()
+                    for n in range(first, self._taken):
+                        command = unfinished.get(n)
+                        if isinstance(command, SubmitOrder | CancelOrder):
+                            self._start(tg, n, command, crashed)
+        except BaseException:
+            # Cancelled (a restart or shutdown): the successor finishes what
+            # this incarnation took.
+            inbox.requeue_front(list(unfinished.values()))
+            unfinished.clear()
+            raise
+        if crashed:
+            n, exc = crashed[0]
+            msg = unfinished.pop(n)
+            # The poison message is dropped (done); the rest wait, in order.
+            inbox.requeue_front(list(unfinished.values()))
+            unfinished.clear()
+            inbox.done(1)
+            log.error("actor crashed on message", actor=self.name,
+                      message_type=type(msg).__name__, message=repr(msg)[:500], exc_info=exc)
+            raise exc
+
+    def _start(self, tg: TaskGroup, n: int, msg: SubmitOrder | CancelOrder,
+               crashed: list[tuple[int, Exception]]) -> None:
+        """Run command ``n`` in its own task, after the commands it must follow."""
+        done = anyio.Event()
+        after: list[anyio.Event] = []
+        if isinstance(msg, SubmitOrder):
+            previous = self._symbol_busy.get(msg.symbol)
+            if previous is not None:
+                after.append(previous)
+            self._symbol_busy[msg.symbol] = done
+            self._sending[msg.client_order_id] = done
+        else:
+            sending = self._sending.get(msg.client_order_id)
+            if sending is not None:
+                after.append(sending)
+
+        async def run() -> None:
+            try:
+                for event in after:
+                    await event.wait()
+                if isinstance(msg, SubmitOrder):
+                    await self._send(msg)
+                else:
+                    await self._cancel(msg)
+            except Exception as exc:
+                # Raised in the actor's own task (see _serve_commands), with
+                # the message it crashed on; the other sends are cancelled.
+                crashed.append((n, exc))
+                tg.cancel_scope.cancel()
+                return
+            finally:
+                done.set()
+                if isinstance(msg, SubmitOrder):
+                    if self._symbol_busy.get(msg.symbol) is done:
+                        del self._symbol_busy[msg.symbol]
+                    if self._sending.get(msg.client_order_id) is done:
+                        del self._sending[msg.client_order_id]
+            self._finished(n)
+
+        tg.start_soon(run)
+
+    def _finished(self, n: int) -> None:
+        del self._unfinished[n]
+        self._inbox.done(1)
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    def _register(self, cmd: SubmitOrder) -> bool:
+        """Claim ``cmd``'s client order id; False if it was sent already (send once)."""
         coid = cmd.client_order_id
         known = self._orders.get(coid)
         if known is not None:
             log.info("order already sent; not sending again", client_order_id=coid,
                      symbol=cmd.symbol, phase=known.phase)
-            return
+            return False
         self._orders[coid] = TrackedOrder(
             client_order_id=coid, symbol=cmd.symbol, submitted_ns=cmd.ts_ns
         )
-        if self._broker.durable_updates:
-            # Journal first: risk journaled this command before sending it
-            # here; make that durable before the broker can act on it, so a
-            # crash can never leave an order at the broker we have no record of.
-            await self._out.barrier()
+        return True
+
+    async def _cancel(self, cmd: CancelOrder) -> None:
+        try:
+            await self._broker.cancel(cmd.client_order_id)
+        except BrokerRejected as exc:
+            log.warning("cancel refused", client_order_id=cmd.client_order_id,
+                        reason=exc.reason)
+
+    async def _send(self, cmd: SubmitOrder) -> None:
+        """Hand a registered, journaled order to the broker."""
+        coid = cmd.client_order_id
         if self._tick_to_order is not None:
             # The order leaves our hands here: the end of tick-to-order.
             self._tick_to_order.submitting(cmd.symbol, cmd.ts_ns)
@@ -215,8 +387,10 @@ class ExecutionActor:
                 log.info("broker already has this order; adopted", client_order_id=coid,
                          symbol=cmd.symbol, status=state.status if state else None)
                 return
-            self._orders[coid].phase = "rejected"
-            await self._out.emit(
+            tracked = self._orders.get(coid)
+            if tracked is not None:
+                tracked.phase = "rejected"
+            await self._emit(
                 OrderRejected(
                     ts_ns=cmd.ts_ns,
                     client_order_id=coid,
@@ -227,9 +401,13 @@ class ExecutionActor:
                 durable=self._broker.durable_updates,
             )
 
+    async def _emit(self, msg: Message, *, durable: bool = False) -> None:
+        async with self._emit_lock:
+            await self._out.emit(msg, durable=durable)
+
     async def _on_update(self, msg: Message) -> None:
         if not isinstance(msg, OrderEvent):
-            await self._out.emit(msg)
+            await self._emit(msg)
             return
         tracked = self._orders.get(msg.client_order_id)
         if tracked is None:
@@ -256,7 +434,7 @@ class ExecutionActor:
         durable = self._broker.durable_updates and (
             isinstance(msg, OrderFilled) or new_phase in TERMINAL
         )
-        await self._out.emit(msg, durable=durable)
+        await self._emit(msg, durable=durable)
         if new_phase in TERMINAL:
             # Keep only what is live: a finished order cannot change again,
             # and the journal has it.

@@ -11,7 +11,12 @@ One connection at a time, over ``websockets`` (JSON frames, no proxy)::
                                                                    read frames ─▶ BarsClosed
 
 Every bar is checked (:mod:`trader.feedcheck`): a non-finite, non-positive,
-crossed or negative-volume bar is counted by reason, logged and dropped. Per
+crossed or negative-volume bar is counted by reason, logged and dropped. The
+bars passed on then go through the data-quality checks of ``trader data
+check``, incrementally (:mod:`trader.data.live_quality`: gaps against the
+calendar, zero-volume runs, outlier returns, suspected splits): findings are
+counted by kind and logged at most once per symbol, kind and session, and
+never stop a bar. Per
 symbol, a bar closing at or before the last one passed on is a duplicate and
 is dropped. The valid bars of one frame go out as one ``BarsClosed`` per close
 time, bars sorted by symbol, in time order.
@@ -60,6 +65,7 @@ from trader import calendar
 from trader.actors.base import Outbox
 from trader.clock import NS_PER_SECOND, Clock
 from trader.config import LiveFeedConfig
+from trader.data.live_quality import LiveQuality
 from trader.errors import TraderError
 from trader.feedcheck import (
     BarsPage,
@@ -139,7 +145,8 @@ class LiveFeed:
     backfill beyond what was already passed on), ``emitted`` bars passed on,
     ``backfilled`` of which came from REST, ``dropped_invalid`` per reason,
     ``duplicates``, ``malformed_frames``, ``ignored_messages`` (unknown types or
-    symbols), ``reconnects`` and ``last_bar_ns``.
+    symbols), ``reconnects``, ``last_bar_ns`` and ``quality_findings`` (per kind of
+    :mod:`trader.data.live_quality`).
     """
 
     name = "feed"
@@ -172,6 +179,9 @@ class LiveFeed:
         self._credentials = credentials
         self._clock = clock
         self._symbols = tuple(sorted(set(symbols)))
+        # Membership is asked once per bar: a tuple would make a 10,000-symbol
+        # minute boundary quadratic (seconds instead of milliseconds).
+        self._symbol_set = frozenset(self._symbols)
         self._rng = rng or random.Random()
         self._market_open = market_open or calendar.is_open
         self._request_timeout_s = request_timeout_s
@@ -200,6 +210,9 @@ class LiveFeed:
         self.ignored_messages = 0
         self.reconnects = 0
         self.last_bar_ns = max(self._seq.last.values(), default=0)
+        # The batch data check's rules, bar by bar; they report and never drop.
+        self._quality = LiveQuality(config.timeframe_s)
+        self.quality_findings = self._quality.counts
 
     @property
     def last_emitted(self) -> dict[str, int]:
@@ -387,7 +400,7 @@ class LiveFeed:
 
     def _check(self, wire: RestBar, symbol: str) -> BarClosed | None:
         """The bar as our message, or None if it is for another symbol or invalid."""
-        if symbol not in self._symbols:
+        if symbol not in self._symbol_set:
             self.ignored_messages += 1
             return None
         self.received += 1
@@ -424,6 +437,17 @@ class LiveFeed:
             if backfill:
                 self.backfilled += n
             self.last_bar_ns = max(self.last_bar_ns, batch.ts_ns)
+            self._check_quality(batch)
+
+    def _check_quality(self, batch: BarsClosed) -> None:
+        """Run the data-quality checks over bars already passed on (counted; logged once
+        per symbol, kind and session, so a bad symbol cannot flood the log)."""
+        observe = self._quality.observe
+        for bar in batch.bars:
+            for f in observe(bar.symbol, bar.ts_ns, bar.open, bar.close, bar.volume):
+                if f.first_today:
+                    log.warning("data quality finding", symbol=f.symbol, kind=f.kind,
+                                at=rfc3339(f.ts_ns), detail=f.detail)
 
     # --- backfill ------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ Tables (schema version 1; see DESIGN.md):
   at that timestamp. That key depends only on what each actor emitted, not on
   how the actors interleaved, so two replays produce identical rows.
 * ``signals``, ``orders``, ``order_events``, ``fills``, ``positions``,
-  ``equity``: the same facts in queryable form.
+  ``equity``: the same facts in queryable form. A delisting's closing trade
+  (``SymbolDelisted``) is a ``fills`` row whose execution and client order
+  id are ``delist:<symbol>:<ts_ns>`` (it has no order).
 
 Retention (``[recorder] bar_retention_days``): raw bars are the bulk of a
 long-running daemon's journal and are only needed for warm-up and reports,
@@ -62,6 +64,7 @@ from trader.messages import (
     SignalEmitted,
     SignalScored,
     SubmitOrder,
+    SymbolDelisted,
     encode,
 )
 
@@ -413,6 +416,16 @@ class Recorder:
                      msg.buying_power_cents, msg.gross_exposure_cents, msg.realized_pnl_cents,
                      msg.unrealized_pnl_cents),
                 )] if source == "risk" else []
+            case SymbolDelisted() if msg.qty:
+                # The closing trade, so the fills still add up to every position
+                # (and the report counts the round trip); the id is deterministic.
+                delist_id = f"delist:{msg.symbol}:{msg.ts_ns}"
+                qty = abs(msg.qty)
+                return [(
+                    "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, delist_id, msg.ts_ns, delist_id, msg.symbol,
+                     "sell" if msg.qty > 0 else "buy", qty, msg.price, 0, qty, msg.price),
+                )]
             case RiskStateChanged():
                 return []
             case _:

@@ -27,6 +27,25 @@ the journal last recorded.
 daily-loss breaker with ``flatten_on_halt``, cancels open entries and sends a
 share-quantity market order closing what each position's open exits do not
 already close. An entry that fills before its cancel lands is closed too.
+
+**Exits.** With ``[risk] stop_loss_pct``, ``take_profit_pct`` or
+``trailing_stop_pct``, every bar of a held symbol is checked, after marking,
+against its position's levels (:mod:`trader.exits`); a breach sends one
+share-quantity market order closing the position, with the reason as its
+intent, journaled as ``ExitTriggered``. Not again for that position while
+the order is open; again at a later breach if it ends without closing it.
+
+**Native exits** (``[risk] exits = "native"``). An entry goes out as a
+whole-share gtc market order (sized at the signal's price, rounded down;
+Alpaca takes no bracket on a notional or fractional order) carrying its take
+profit and stop loss, computed from the signal's price, for the broker to
+hold as bracket legs. Legs are orders the broker placed: risk learns of them
+from their ``OrderAccepted`` (``parent_client_order_id``), books their fills
+like any fill, and does not count them as pending orders. While a symbol
+has working legs only its trailing stop is emulated. The broker holds the
+legs' shares, so any order that would close them (a flatten, an exit, the
+strategy's own sell) first cancels the legs and goes out once the broker has
+confirmed every cancel, for no more than the position then left.
 """
 
 from __future__ import annotations
@@ -36,6 +55,7 @@ import math
 import os
 from bisect import bisect_right, insort
 
+import msgspec
 import structlog
 
 from trader import calendar
@@ -44,6 +64,7 @@ from trader.brokers.ledger import Ledger, Position
 from trader.channels import Channel
 from trader.clock import Clock
 from trader.config import RiskConfig
+from trader.exits import Exits, Trigger
 from trader.messages import (
     AccountUpdated,
     BarsClosed,
@@ -51,6 +72,7 @@ from trader.messages import (
     CancelOrder,
     ClientOrderId,
     EquitySampled,
+    ExitTriggered,
     FeedStatusChanged,
     FlattenAll,
     HaltTrading,
@@ -66,6 +88,8 @@ from trader.messages import (
     Side,
     SignalScored,
     SubmitOrder,
+    SymbolDelisted,
+    TimeInForce,
 )
 from trader.money import to_cents, value_cents
 from trader.orders import client_order_id
@@ -140,6 +164,17 @@ class RiskActor(InboxActor):
         self._atr: dict[str, Atr] | None = {} if config.sizing == "volatility_target" else None
         self._flattened_day: dt.date | None = None
         self._equity_breakers = bool(config.max_drawdown_pct or config.daily_loss_limit_usd)
+        # Rebuilt from the positions reconciliation reports: a restarted actor
+        # has each entry price back, but its trailing marks start there again.
+        self._exits = Exits(config.stop_loss_pct, config.take_profit_pct,
+                            config.trailing_stop_pct)
+        self._native = config.exits == "native"
+        # Bracket legs working at the broker (not ours: not in _open), the
+        # bracket entries we sent and not yet done (coid -> symbol), and the
+        # closing orders waiting for a symbol's legs to be canceled.
+        self._legs: dict[str, _Open] = {}
+        self._bracket_entries: dict[str, str] = {}
+        self._after_legs: dict[str, list[SubmitOrder]] = {}
 
     @property
     def state(self) -> str:
@@ -160,6 +195,11 @@ class RiskActor(InboxActor):
                 self._on_signal(msg)
             case OrderFilled():
                 self._on_fill(msg)
+            case SymbolDelisted():
+                self._on_delisted(msg)
+            case OrderAccepted() if msg.parent_client_order_id:
+                self._legs[msg.client_order_id] = _Open(msg.symbol, msg.side, msg.qty, 0, True)
+                self._exits.native(msg.symbol, True)
             case OrderAccepted():
                 if msg.client_order_id not in self._open:
                     # An order open at the broker when we (re)started.
@@ -169,6 +209,12 @@ class RiskActor(InboxActor):
                     self._track(msg.client_order_id, msg.symbol, msg.side, qty, 0, reduces)
             case OrderCanceled() | OrderRejected() | OrderExpired():
                 self._forget(msg.client_order_id)
+                self._bracket_entries.pop(msg.client_order_id, None)
+                if msg.client_order_id in self._legs:
+                    self._leg_gone(msg.client_order_id)
+                if self._exits.pending(msg.symbol) == msg.client_order_id:
+                    # The exit did not close the position: the next breach sends another.
+                    self._exits.rearm(msg.symbol)
             case AccountUpdated():
                 # The broker's truth at reconciliation.
                 self._ledger.cash_cents = msg.cash_cents
@@ -179,6 +225,7 @@ class RiskActor(InboxActor):
                 pos.qty = msg.qty
                 pos.cost_cents = value_cents(msg.qty, msg.avg_price)
                 self._ledger.last_price.setdefault(msg.symbol, msg.avg_price)
+                self._exits.on_position(msg.symbol, msg.qty, msg.avg_price)
             case HaltTrading():
                 self._carry_out(self._ts.trip("operator", "HALTED", _operator(msg.reason),
                                               msg.ts_ns))
@@ -232,6 +279,12 @@ class RiskActor(InboxActor):
                 exposure_cents=tuple(exposure_list),
             )
         )
+        exits = self._exits
+        if exits.enabled:
+            for bar in bars:
+                trigger = exits.on_bar(bar)
+                if trigger is not None:
+                    self._exit(bar.symbol, bar.ts_ns, trigger)
         if self._atr is not None:
             atrs, period = self._atr, self._cfg.atr_period_bars
             for bar in bars:
@@ -300,6 +353,31 @@ class RiskActor(InboxActor):
         if coid in self._open:
             return  # already closing from this very instant
         self._submit(ts_ns, self._instance, symbol, side, qty=left, intent="flatten",
+                     reduces=True)
+
+    def _exit(self, symbol: str, ts_ns: int, trigger: Trigger) -> None:
+        """Close ``symbol``'s position at market for ``trigger`` (trader/exits.py).
+
+        Like a flatten it is sent in every trading state (it only shrinks a
+        position) and closes only what open reducing orders do not already.
+        """
+        qty = self._ledger.qty(symbol)
+        side: Side = "sell" if qty > 0 else "buy"
+        closing = sum(o.qty or 0.0 for o in self._open.values()
+                      if o.symbol == symbol and o.side == side and o.reduces)
+        left = round(abs(qty) - closing, 9)
+        if left <= 0:
+            return  # a flatten or the strategy's own exit is closing it already
+        coid = client_order_id(self._instance, symbol, ts_ns, trigger.reason)
+        if coid in self._open:
+            return
+        self._exits.sent(symbol, coid)
+        self._out.post(ExitTriggered(
+            ts_ns=ts_ns, client_order_id=coid, symbol=symbol, reason=trigger.reason, qty=left,
+            entry_price=trigger.entry_price, level=trigger.level, price=trigger.price))
+        log.info("exit triggered", symbol=symbol, reason=trigger.reason, qty=left,
+                 entry_price=trigger.entry_price, level=trigger.level, price=trigger.price)
+        self._submit(ts_ns, self._instance, symbol, side, qty=left, intent=trigger.reason,
                      reduces=True)
 
     # --- sizing and checks -----------------------------------------------------------
@@ -396,6 +474,14 @@ class RiskActor(InboxActor):
                 return
             if pos.qty < 0:  # covering a short: in shares, the remainder as notional later
                 qty = float(math.floor(delta / 100 / price))
+            elif self._native:
+                # A bracket must be whole shares: sized at the signal's price.
+                qty = float(math.floor(delta / 100 / (sig.price or price)))
+                if qty <= 0:
+                    self._deny(ts, sig.strategy, symbol, "buy", Denial(
+                        "insufficient_buying_power",
+                        f"{delta / 100:.2f} buys no whole share at {sig.price or price}"))
+                    return
             else:
                 notional = delta
         elif delta < 0:
@@ -413,6 +499,13 @@ class RiskActor(InboxActor):
         denial = first_denial(CHECKS, intent, ctx, cfg)
         if denial is not None:
             self._deny(ts, sig.strategy, symbol, side, denial)
+            return
+        if self._native and not intent.reduces and pos.qty * (1 if side == "buy" else -1) >= 0:
+            # An entry (not a flip through zero): the broker holds its exits,
+            # from the signal's price (the fill price is not known yet).
+            take, stop = self._exits.bracket(side == "buy", sig.price or price)
+            self._submit(ts, sig.strategy, symbol, side, qty=qty, reduces=False,
+                         take_profit=take, stop_loss=stop, time_in_force="gtc")
             return
         self._submit(ts, sig.strategy, symbol, side, qty=qty, notional=notional,
                      reduces=intent.reduces)
@@ -445,6 +538,9 @@ class RiskActor(InboxActor):
         notional: int | None = None,
         intent: str | None = None,
         reduces: bool = False,
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+        time_in_force: TimeInForce = "day",
     ) -> None:
         coid = client_order_id(strategy, symbol, ts_ns, intent or side)
         price = self._ledger.last_price.get(symbol, 0.0)
@@ -453,18 +549,60 @@ class RiskActor(InboxActor):
         insort(self._orders_ns, ts_ns)
         insort(self._symbol_orders_ns.setdefault(symbol, []), ts_ns)
         self._last_intent_ns[(symbol, side)] = ts_ns
-        self._out.post(
-            SubmitOrder(
-                ts_ns=ts_ns,
-                client_order_id=coid,
-                strategy=strategy,
-                symbol=symbol,
-                side=side,
-                qty=qty,
-                notional_cents=notional,
-                signal_ts_ns=ts_ns,
-            )
+        order = SubmitOrder(
+            ts_ns=ts_ns,
+            client_order_id=coid,
+            strategy=strategy,
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            notional_cents=notional,
+            time_in_force=time_in_force,
+            signal_ts_ns=ts_ns,
+            take_profit_price=take_profit,
+            stop_loss_price=stop_loss,
         )
+        if take_profit is not None or stop_loss is not None:
+            self._bracket_entries[coid] = symbol
+        legs = [c for c, leg in self._legs.items() if leg.symbol == symbol and leg.side == side]
+        if reduces and legs:
+            # The broker holds these shares for the legs and would refuse the
+            # order: cancel them, and send it once every cancel is confirmed.
+            self._after_legs.setdefault(symbol, []).append(order)
+            for c in legs:
+                leg = self._legs[c]
+                if not leg.cancel_sent:
+                    leg.cancel_sent = True
+                    self._out.post(CancelOrder(ts_ns=ts_ns, client_order_id=ClientOrderId(c)))
+            log.info("closing order waits for bracket legs to be canceled",
+                     client_order_id=coid, symbol=symbol, legs=legs)
+            return
+        self._out.post(order)
+
+    def _leg_gone(self, coid: str) -> None:
+        """A bracket leg is done (filled, canceled, expired): once a symbol has none
+        left, its stop and take profit are risk's again, and closing orders held back
+        for its legs go out, for no more than the position now left."""
+        symbol = self._legs.pop(coid).symbol
+        if any(leg.symbol == symbol for leg in self._legs.values()):
+            return
+        self._exits.native(symbol, False)
+        for order in self._after_legs.pop(symbol, []):
+            tracked = self._open.get(order.client_order_id)
+            if tracked is None:
+                continue
+            held = abs(self._ledger.qty(symbol))
+            same_side = (self._ledger.qty(symbol) > 0) == (order.side == "sell")
+            qty = min(order.qty or 0.0, held) if same_side else 0.0
+            if qty <= 0:
+                # A leg closed the position first: nothing is left to close.
+                self._forget(ClientOrderId(order.client_order_id))
+                self._exits.rearm(symbol)
+                log.info("closing order dropped: the position is already closed",
+                         client_order_id=order.client_order_id, symbol=symbol)
+                continue
+            tracked.qty = qty
+            self._out.post(msgspec.structs.replace(order, qty=qty))
 
     def _deny(self, ts_ns: int, strategy: str, symbol: str, side: str, denial: Denial) -> None:
         self._out.post(
@@ -483,6 +621,19 @@ class RiskActor(InboxActor):
         pos = self._ledger.apply_fill(
             msg.symbol, msg.side, msg.qty, msg.price, msg.commission_cents
         )
+        self._exits.on_position(msg.symbol, pos.qty, pos.avg_price)
+        coid = msg.client_order_id
+        if coid in self._bracket_entries:
+            # Its legs are working from this fill on, even before we hear of them.
+            self._exits.native(msg.symbol, True)
+            if msg.status == "filled":
+                del self._bracket_entries[coid]
+        leg = self._legs.get(coid)
+        if leg is not None:
+            if msg.status == "filled":
+                self._leg_gone(coid)
+            elif leg.qty is not None:
+                leg.qty = round(leg.qty - msg.qty, 9)
         order = self._open.get(msg.client_order_id)
         if msg.status == "filled":
             self._forget(msg.client_order_id)
@@ -491,10 +642,29 @@ class RiskActor(InboxActor):
                 order.spend -= value_cents(msg.qty, msg.price)
             if order.qty is not None:
                 order.qty = round(order.qty - msg.qty, 9)
+        self._report_position(msg.ts_ns, pos)
+        if order is not None and order.flatten_if_filled:
+            # An entry we were cancelling for a flatten filled first: close it too.
+            self._flatten_symbol(msg.symbol, msg.ts_ns)
+
+    def _on_delisted(self, msg: SymbolDelisted) -> None:
+        """The exchange closed a delisted symbol's position at its last close: book it
+        like a fill without commission (its open orders were canceled just before)."""
+        if not msg.qty:
+            return
+        side: Side = "sell" if msg.qty > 0 else "buy"
+        pos = self._ledger.apply_fill(msg.symbol, side, abs(msg.qty), msg.price, 0)
+        self._exits.on_position(msg.symbol, pos.qty, pos.avg_price)
+        log.warning("position closed: symbol delisted", symbol=msg.symbol, qty=msg.qty,
+                    price=msg.price, realized_pnl_cents=msg.realized_pnl_cents)
+        self._report_position(msg.ts_ns, pos)
+
+    def _report_position(self, ts_ns: int, pos: Position) -> None:
+        """The position and the account after a fill (or a delisting)."""
         self._out.post(
             PositionChanged(
-                ts_ns=msg.ts_ns,
-                symbol=msg.symbol,
+                ts_ns=ts_ns,
+                symbol=pos.symbol,
                 qty=pos.qty,
                 avg_price=pos.avg_price,
                 realized_pnl_cents=pos.realized_cents,
@@ -503,7 +673,7 @@ class RiskActor(InboxActor):
         led = self._ledger
         self._out.post(
             AccountUpdated(
-                ts_ns=msg.ts_ns,
+                ts_ns=ts_ns,
                 cash_cents=led.cash_cents,
                 equity_cents=led.equity_cents(),
                 buying_power_cents=self._buying_power(),
@@ -512,9 +682,6 @@ class RiskActor(InboxActor):
                 unrealized_pnl_cents=led.unrealized_cents(),
             )
         )
-        if order is not None and order.flatten_if_filled:
-            # An entry we were cancelling for a flatten filled first: close it too.
-            self._flatten_symbol(msg.symbol, msg.ts_ns)
 
     def _track(self, coid: str, symbol: str, side: str, qty: float | None, spend: int,
                reduces: bool) -> None:

@@ -94,7 +94,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "websockets.legacy", DeprecationWarning)
     from alpaca.common.exceptions import APIError
     from alpaca.trading.client import TradingClient
-    from alpaca.trading.enums import OrderSide, QueryOrderStatus
+    from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus
     from alpaca.trading.enums import TimeInForce as AlpacaTif
     from alpaca.trading.requests import (
         GetOrdersRequest,
@@ -102,7 +102,9 @@ with warnings.catch_warnings():
         MarketOrderRequest,
         OrderRequest,
         StopLimitOrderRequest,
+        StopLossRequest,
         StopOrderRequest,
+        TakeProfitRequest,
     )
 
 log = structlog.get_logger("trader.brokers.alpaca")
@@ -146,6 +148,8 @@ class _WireOrder(msgspec.Struct, frozen=True, kw_only=True):
     failed_at: str | None = None
     replaced_at: str | None = None
     replaced_by: str | None = None
+    order_class: str | None = None
+    legs: list[_WireOrder] | None = None  # a bracket entry's take profit and stop loss
 
 
 class _Update(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,6 +246,15 @@ class _Orders:
         self._live: dict[str, _Track] = {}
         self._done: dict[str, _Track] = {}  # insertion order = finishing order
         self.stream_up = False
+        # A bracket leg's client order id -> its entry's. Alpaca names legs
+        # itself and links them only from the entry (its ``legs``), so we
+        # remember every link we see (the submit's answer, updates, polls).
+        self.parents: dict[str, str] = {}
+
+    def note_legs(self, o: _WireOrder) -> None:
+        """Remember which entry ``o``'s legs (if any) belong to."""
+        for leg in o.legs or ():
+            self.parents[leg.client_order_id] = o.client_order_id
 
     def get(self, coid: str) -> _Track | None:
         return self._live.get(coid) or self._done.get(coid)
@@ -352,6 +365,7 @@ class _Orders:
         heard: bool,
     ) -> list[OrderEvent]:
         coid = o.client_order_id
+        self.note_legs(o)
         t = self.get(coid)
         if t is None:  # not ours, or placed before we started: follow it anyway
             t = self._live[coid] = _Track(coid, o.symbol, now, self._timeout)
@@ -369,7 +383,8 @@ class _Orders:
             self._finish(t)
             return out
         if not t.accepted and (event is not None or o.status not in _PRE_NEW):
-            out.append(_accepted(o, ts or self._order_ts(o, o.submitted_at), common))
+            out.append(_accepted(o, ts or self._order_ts(o, o.submitted_at), common,
+                                 parent=self.parents.get(coid, "")))
             t.accepted = True
         filled = o.filled_qty or 0.0
         fill_ts = ts or self._order_ts(o, o.filled_at)
@@ -464,14 +479,15 @@ def _status_event(status: str) -> str | None:
     return None
 
 
-def _accepted(o: _WireOrder, ts: int, common: dict[str, Any]) -> OrderAccepted:
+def _accepted(o: _WireOrder, ts: int, common: dict[str, Any], *, parent: str = ""
+              ) -> OrderAccepted:
     order_type = _ORDER_TYPES.get(o.order_type or o.type or "market", "market")
     tif: TimeInForce = "gtc" if o.time_in_force == "gtc" else "day"  # ioc/fok/opg/cls: intraday
     return OrderAccepted(
         ts_ns=ts, side=_side(o.side), qty=o.qty,
         notional_cents=None if o.notional is None else to_cents(o.notional),
         order_type=order_type, limit_price=o.limit_price, stop_price=o.stop_price,
-        time_in_force=tif, **common,
+        time_in_force=tif, parent_client_order_id=parent, **common,
     )
 
 
@@ -530,6 +546,15 @@ def _order_request(order: SubmitOrder) -> OrderRequest:
         fields["qty"] = order.qty
     if order.notional_cents is not None:
         fields["notional"] = to_dollars(order.notional_cents)
+    take, stop = order.take_profit_price, order.stop_loss_price
+    if take is not None or stop is not None:
+        # Alpaca's bracket needs both legs; with one it is "one triggers other".
+        fields["order_class"] = (
+            OrderClass.BRACKET if take is not None and stop is not None else OrderClass.OTO)
+        if take is not None:
+            fields["take_profit"] = TakeProfitRequest(limit_price=round_price(take))
+        if stop is not None:
+            fields["stop_loss"] = StopLossRequest(stop_price=round_price(stop))
     try:
         match order.order_type:
             case "market":
@@ -559,8 +584,8 @@ class _Transient(Exception):
 class _SocketTimeout(HTTPAdapter):
     """An HTTP adapter that gives every request a socket timeout."""
 
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
+    def __init__(self, timeout_s: float, pool_maxsize: int) -> None:
+        super().__init__(pool_maxsize=pool_maxsize)
         self._timeout_s = timeout_s
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
@@ -655,7 +680,11 @@ class AlpacaBroker:
         client._retry_codes = []
         # A socket timeout as a backstop behind our deadline, so a worker thread
         # abandoned at the deadline cannot hang on a dead connection forever.
-        adapter = _SocketTimeout(2 * config.request_timeout_s + 1)
+        # Keep-alive connections for every request that can be in flight at
+        # once (concurrent submits, the polls before a bar, the poll loop and
+        # the clock), so none is opened afresh on the hot path.
+        adapter = _SocketTimeout(2 * config.request_timeout_s + 1,
+                                 pool_maxsize=2 * config.max_concurrent_submits + 2)
         client._session.mount("http://", adapter)
         client._session.mount("https://", adapter)
         self._client = client
@@ -754,7 +783,8 @@ class AlpacaBroker:
                 if uncertain and await self._lookup(coid, retry=False) is not None:
                     log.info("alpaca.submit_landed", client_order_id=coid, symbol=order.symbol)
                     break
-                await self._call("submit", self._client.submit_order, request)
+                answer = await self._call("submit", self._client.submit_order, request)
+                self._note_legs(answer)
                 log.info("alpaca.submitted", client_order_id=coid, symbol=order.symbol)
                 break
             except _Transient as exc:
@@ -782,6 +812,17 @@ class AlpacaBroker:
         self._orders.submitted(coid, order.symbol, anyio.current_time())
         self._health.answered(coid, anyio.current_time(), landed=True)
         self._poke()
+
+    def _note_legs(self, answer: object) -> None:
+        """Link a bracket's legs to it from the submit's answer. The order has
+        landed: an answer we cannot read only loses the link (updates and polls
+        of the entry carry it again), never the order."""
+        if not (isinstance(answer, dict) and answer.get("legs")):
+            return
+        try:
+            self._orders.note_legs(_convert(answer, _WireOrder, "submitted order"))
+        except BrokerUnavailable as exc:
+            log.warning("alpaca.legs_unreadable", error=str(exc))
 
     async def cancel(self, client_order_id: str) -> None:
         """Ask the broker to cancel; ``OrderCanceled`` arrives on ``updates``.
@@ -848,7 +889,9 @@ class AlpacaBroker:
         ]
 
     async def open_orders(self) -> list[OrderState]:
-        return [_order_state(o) for o in await self._open_orders()]
+        parents = self._orders.parents
+        return [msgspec.structs.replace(_order_state(o), parent_client_order_id=parents.get(
+            o.client_order_id, "")) for o in await self._open_orders()]
 
     async def order(self, client_order_id: str) -> OrderState | None:
         """The broker's view of one order; None if it does not know it."""
@@ -1077,10 +1120,25 @@ class AlpacaBroker:
         traded, and polling every one of them on every bar would spend the
         200 requests a minute; their fills come on the stream (or the regular
         polling) and risk's order_pending rule covers the gap.
+
+        The polls run concurrently (at most ``max_concurrent_submits`` at
+        once): the bar waits for one round trip, not one per order. Each
+        order's events still go out whole and one order at a time.
         """
         live = [t.coid for t in self._orders.live() if t.market and t.symbol in symbols]
-        for coid in live:
-            await self._poll(coid)
+        if len(live) <= 1:
+            for coid in live:
+                await self._poll(coid)
+            return
+        slots = anyio.CapacityLimiter(self._config.max_concurrent_submits)
+
+        async def poll(coid: str) -> None:
+            async with slots:
+                await self._poll(coid)
+
+        async with anyio.create_task_group() as tg:
+            for coid in live:
+                tg.start_soon(poll, coid)
 
     async def _send(self, messages: Sequence[OrderEvent]) -> None:
         for msg in messages:

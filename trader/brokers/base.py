@@ -51,6 +51,8 @@ class OrderState(msgspec.Struct, frozen=True, kw_only=True):
     qty: float | None
     filled_qty: float
     filled_avg_price: float | None
+    parent_client_order_id: str = ""
+    """For a bracket's leg: the client order id of the entry it closes."""
 
 
 class Broker(Protocol):

@@ -15,7 +15,7 @@ bars by the rules in :mod:`trader.brokers.fills`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -23,6 +23,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from trader import calendar
+from trader.brokers import brackets
 from trader.brokers.base import AccountState, OrderState, PositionState
 from trader.brokers.fills import (
     commission_cents,
@@ -48,6 +49,7 @@ from trader.messages import (
     OrderType,
     Side,
     SubmitOrder,
+    SymbolDelisted,
     TimeInForce,
 )
 from trader.money import to_cents, value_cents
@@ -55,7 +57,8 @@ from trader.money import to_cents, value_cents
 _NS = uuid.UUID("6f1c2a4e-8d3b-4f5a-9e7c-1b2d3e4f5a6b")
 
 OrderStatus = Literal[
-    "new", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced"
+    "new", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced",
+    "held",  # a bracket's leg until its entry fills (trader/brokers/brackets.py)
 ]
 ReportEvent = Literal["new", "partial_fill", "fill", "canceled", "expired", "rejected"]
 
@@ -85,6 +88,13 @@ class SimOrder(msgspec.Struct, kw_only=True):
     triggered: bool = False
     fills: int = 0
     reason: str = ""
+    # Brackets (trader/brokers/brackets.py): an entry's levels and its legs' ids;
+    # a leg's entry.
+    order_class: Literal["simple", "bracket", "oto"] = "simple"
+    take_profit_price: float | None = None
+    stop_loss_price: float | None = None
+    legs: list[str] = msgspec.field(default_factory=list)
+    parent_client_order_id: str = ""
 
     @property
     def filled_avg_price(self) -> float | None:
@@ -110,6 +120,21 @@ class ExecReport(msgspec.Struct, frozen=True, kw_only=True):
     commission_cents: int = 0
 
 
+class Delisting(msgspec.Struct, frozen=True, kw_only=True):
+    """What delisting one symbol did (:meth:`Exchange.delist`).
+
+    ``qty`` is the position closed (0: none was held), at ``price``;
+    ``realized_cents`` is what that close realized.
+    """
+
+    symbol: str
+    ts_ns: int
+    canceled: list[ExecReport]
+    qty: float
+    price: float
+    realized_cents: int
+
+
 class Exchange:
     """Accounts for one simulated account: orders in, fills out, exact ledger.
 
@@ -132,6 +157,7 @@ class Exchange:
         self._open: dict[str, SimOrder] = {}
         self._order_seq = 0
         self._session_close_after = session_close_after or calendar.next_close_ns
+        self.delisted: dict[str, int] = {}  # symbol -> when
 
     # --- queries ---------------------------------------------------------------
 
@@ -173,15 +199,25 @@ class Exchange:
         stop_price: float | None,
         time_in_force: TimeInForce,
         now_ns: int,
+        take_profit_price: float | None = None,
+        stop_loss_price: float | None = None,
     ) -> ExecReport:
         """Accept an order or refuse it.
 
+        With ``take_profit_price`` and/or ``stop_loss_price`` it is a bracket
+        (``oto`` with one of them) whose legs close it once it fills
+        (:mod:`trader.brokers.brackets`).
+
         Raises:
             BrokerRejected: duplicate client order id (422), bad parameters (422),
-                or insufficient buying power (403); nothing is booked.
+                insufficient buying power (403), or more shares than bracket legs
+                leave available (403); nothing is booked.
         """
         if client_order_id in self._by_client_id:
             raise BrokerRejected("client_order_id must be unique", code="40010001", status=422)
+        if symbol in self.delisted:
+            raise BrokerRejected(f"asset {symbol} is not active (delisted)", code="42210000",
+                                 status=422)
         if (qty is None) == (notional_cents is None):
             raise BrokerRejected("qty or notional is required", code="40010001", status=422)
         if qty is not None and qty <= 0:
@@ -196,9 +232,18 @@ class Exchange:
             raise BrokerRejected(
                 "notional orders must be day market orders", code="40010001", status=422
             )
-        self._order_seq += 1
+        bracket = take_profit_price is not None or stop_loss_price is not None
+        if bracket:
+            take_profit_price, stop_loss_price = brackets.validate(
+                self, symbol=symbol, side=side, qty=qty, take_profit_price=take_profit_price,
+                stop_loss_price=stop_loss_price)
+        free = brackets.available(self, symbol, side) if qty is not None else None
+        if free is not None and qty is not None and qty > free + 1e-9:
+            raise BrokerRejected(f"insufficient qty available for order (requested {qty:g}, "
+                                 f"available {free:g}: the rest is held by bracket legs)",
+                                 code="40310000", status=403)
         order = SimOrder(
-            id=str(uuid.uuid5(_NS, f"order:{self._order_seq}")),
+            id=self._next_id(),
             client_order_id=client_order_id,
             symbol=symbol,
             side=side,
@@ -212,6 +257,11 @@ class Exchange:
             updated_ns=now_ns,
             expires_ns=self._session_close_after(now_ns) if time_in_force == "day" else None,
         )
+        if bracket:
+            order.order_class = (
+                "bracket" if take_profit_price is not None and stop_loss_price is not None
+                else "oto")
+            order.take_profit_price, order.stop_loss_price = take_profit_price, stop_loss_price
         if side == "buy":
             need = self._estimate_cents(order)
             if need > self.buying_power_cents():
@@ -219,7 +269,21 @@ class Exchange:
         self.orders[order.id] = order
         self._by_client_id[client_order_id] = order
         self._open[order.id] = order
+        if bracket:
+            for leg in brackets.held_legs(order, self._next_id):
+                order.legs.append(leg.id)
+                self.orders[leg.id] = leg
+                self._by_client_id[leg.client_order_id] = leg
         return self._report("new", order, now_ns)
+
+    def _next_id(self) -> str:
+        self._order_seq += 1
+        return str(uuid.uuid5(_NS, f"order:{self._order_seq}"))
+
+    def activate(self, leg: SimOrder) -> ExecReport:
+        """A bracket's held leg starts working (its ``new`` event)."""
+        self._open[leg.id] = leg
+        return self._report("new", leg, leg.created_ns)
 
     def cancel(self, order_id: str, now_ns: int, reason: str = "") -> ExecReport:
         """Cancel an open order.
@@ -243,6 +307,8 @@ class Exchange:
         reports: list[ExecReport] = []
         if self._open:
             for order in [o for o in self._open.values() if o.symbol == bar.symbol]:
+                if not order.is_open:
+                    continue  # closed by an earlier order of this bar (a bracket's other leg)
                 if order.created_ns >= bar.ts_ns:
                     continue  # never fill on the bar that was current at submission
                 if order.expires_ns is not None and bar.ts_ns > order.expires_ns:
@@ -253,6 +319,36 @@ class Exchange:
                     reports.extend(report)
         self.ledger.mark(bar.symbol, bar.close)
         return reports
+
+    def delist(self, symbol: str, ts_ns: int) -> Delisting | None:
+        """Take ``symbol`` off the exchange at ``ts_ns``: cancel its open orders and close
+        its position at its last price, with no commission and no slippage.
+
+        No commission, because no trade happens: the position is settled at
+        the last price the market printed, as a cash-out would be (the real
+        outcome of a delisting — OTC trading, a merger's terms — is not in
+        the data). Later orders for the symbol are rejected.
+
+        Returns:
+            What was done; None if the symbol was already delisted (so a
+            restarted replay feed cannot close a position twice).
+        """
+        if symbol in self.delisted:
+            return None
+        self.delisted[symbol] = ts_ns
+        canceled = [self._close(o, "canceled", ts_ns, "delisted")
+                    for o in list(self._open.values()) if o.symbol == symbol]
+        ledger = self.ledger
+        pos = ledger.positions.get(symbol)
+        qty = pos.qty if pos is not None else 0.0
+        price = tick(ledger.last_price[symbol]) if symbol in ledger.last_price else 0.0
+        realized = 0
+        if pos is not None and qty:
+            before = pos.realized_cents
+            ledger.apply_fill(symbol, "sell" if qty > 0 else "buy", abs(qty), price, 0)
+            realized = pos.realized_cents - before
+        return Delisting(symbol=symbol, ts_ns=ts_ns, canceled=canceled, qty=qty, price=price,
+                         realized_cents=realized)
 
     def expire_until(self, now_ns: int) -> list[ExecReport]:
         """Expire day orders whose session closed at or before ``now_ns``."""
@@ -315,7 +411,8 @@ class Exchange:
                 position_qty=pos.qty,
                 execution_id=execution_id,
                 commission_cents=commission,
-            )
+            ),
+            *brackets.after_fill(self, order, qty, bar.ts_ns),
         ]
 
     def _close(
@@ -329,6 +426,8 @@ class Exchange:
         else:
             order.expired_ns = ts_ns
         self._open.pop(order.id, None)
+        if order.legs:
+            brackets.drop_held(self, order)
         return self._report(status, order, ts_ns)
 
     @staticmethod
@@ -357,6 +456,7 @@ def report_to_message(report: ExecReport) -> Message:
             limit_price=o.limit_price,
             stop_price=o.stop_price,
             time_in_force=o.time_in_force,
+            parent_client_order_id=o.parent_client_order_id,
         )
     if report.event in ("fill", "partial_fill"):
         assert report.qty is not None
@@ -421,6 +521,8 @@ class SimulatedBroker:
             # The command's own time (the signal's bar close), not the replay
             # clock, which may still stand at the start of the batch.
             now_ns=order.ts_ns,
+            take_profit_price=order.take_profit_price,
+            stop_loss_price=order.stop_loss_price,
         )
         await self.updates.send(report_to_message(report))
 
@@ -442,6 +544,24 @@ class SimulatedBroker:
             for report in exchange.on_bar(bar):
                 await self.updates.send(report_to_message(report))
                 n += 1
+        return n
+
+    async def delist(self, ts_ns: int, last_bars: Mapping[str, int]) -> int:
+        """Delist the symbols of ``last_bars`` (symbol -> its last bar's close) at ``ts_ns``
+        (:meth:`Exchange.delist`): the cancels, then one ``SymbolDelisted`` each, go out
+        on ``updates``. Returns how many messages."""
+        n = 0
+        for symbol, last_bar_ns in last_bars.items():
+            done = self.exchange.delist(symbol, ts_ns)
+            if done is None:
+                continue
+            for report in done.canceled:
+                await self.updates.send(report_to_message(report))
+            await self.updates.send(SymbolDelisted(
+                ts_ns=ts_ns, symbol=symbol, qty=done.qty, price=done.price,
+                realized_pnl_cents=done.realized_cents, last_bar_ns=last_bar_ns,
+            ))
+            n += len(done.canceled) + 1
         return n
 
     def mark(self, bars: Sequence[BarClosed]) -> None:
@@ -484,4 +604,5 @@ def _order_state(o: SimOrder) -> OrderState:
         qty=o.qty,
         filled_qty=o.filled_qty,
         filled_avg_price=o.filled_avg_price,
+        parent_client_order_id=o.parent_client_order_id,
     )

@@ -69,8 +69,8 @@ from trader.data.store import (
     timeframe_of,
 )
 
-__all__ = ["DEFECT_KINDS", "Finding", "Report", "SymbolReport", "Thresholds", "check",
-           "format_report"]
+__all__ = ["DEFECT_KINDS", "MEANAD_TO_SD", "Finding", "Report", "SymbolReport", "Thresholds",
+           "check", "format_report", "split_ratio_near"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -95,8 +95,10 @@ _SPLIT_RATIOS: Final = {
     "2:3": 2 / 3, "1:2": 0.5, "1:3": 1 / 3, "1:4": 0.25, "1:5": 0.2, "1:8": 0.125,
     "1:10": 0.1, "1:15": 1 / 15, "1:20": 0.05,
 }
+_SPLIT_LOGS: Final = tuple((name, math.log(r)) for name, r in _SPLIT_RATIOS.items())
+SMALLEST_SPLIT_LOG: Final = min(abs(lk) for _, lk in _SPLIT_LOGS)
 _MAD_TO_SD: Final = 1.4826
-_MEANAD_TO_SD: Final = 1.2533  # sqrt(pi/2): when over half the returns are equal
+MEANAD_TO_SD: Final = 1.2533  # sqrt(pi/2): when over half the returns are equal
 _CROSS_TOL: Final = 1e-9
 _MINUTE_NS: Final = 60_000_000_000
 
@@ -127,6 +129,24 @@ class Thresholds:
         if minutes is None:
             return 15.0
         return 50.0 if minutes < 5 else 30.0 if minutes < 60 else 20.0
+
+
+def split_ratio_near(ratio: float, tolerance: float) -> tuple[str, float] | None:
+    """The split (its name and log ratio) within ``tolerance`` of a price ratio, if any.
+
+    ``ratio`` is the price before over the price after (> 1 when the price
+    fell, so a k:1 split gives k). The live checks (:mod:`trader.data.live_quality`)
+    call it bar by bar; :func:`_check_returns` applies the same rule to whole arrays.
+    """
+    if not ratio > 0 or not math.isfinite(ratio):
+        return None
+    lr, tol = math.log(ratio), math.log1p(tolerance)
+    if abs(lr) < SMALLEST_SPLIT_LOG - tol:
+        return None  # an ordinary move (nearly every bar): nowhere near a split
+    for name, lk in _SPLIT_LOGS:
+        if abs(lr - lk) <= tol:
+            return name, lk
+    return None
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
@@ -378,7 +398,7 @@ def _robust_z(r: F64) -> F64:
     dev = np.abs(r - np.median(r))
     scale = _MAD_TO_SD * float(np.median(dev))
     if scale == 0:
-        scale = _MEANAD_TO_SD * float(np.mean(dev))
+        scale = MEANAD_TO_SD * float(np.mean(dev))
     if scale == 0:
         return np.zeros_like(r)
     z: F64 = dev / scale

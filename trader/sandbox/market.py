@@ -231,6 +231,8 @@ class Market:
         limit_price: float | None,
         stop_price: float | None,
         time_in_force: TimeInForce,
+        take_profit_price: float | None = None,
+        stop_loss_price: float | None = None,
     ) -> ExecReport:
         """Submit at the sandbox time and publish the ``new`` event.
 
@@ -248,6 +250,8 @@ class Market:
             stop_price=stop_price,
             time_in_force=time_in_force,
             now_ns=self.now_ns(),
+            take_profit_price=take_profit_price,
+            stop_loss_price=stop_loss_price,
         )
         self._emit([report])
         return report
@@ -318,8 +322,10 @@ class Market:
         replaced_by = self.replaced_by.get(o.id)
         if replaced_by is not None and o.status == "canceled":
             status = "replaced"
+        legs = [self.order_json(self.exchange.orders[i]) for i in o.legs] if o.legs else None
         return wire.order(
-            o, status=status, replaced_by=replaced_by, replaces=self.replaces.get(o.id)
+            o, status=status, replaced_by=replaced_by, replaces=self.replaces.get(o.id),
+            legs=legs,
         )
 
     def update_json(self, report: ExecReport) -> Json:

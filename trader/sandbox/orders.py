@@ -7,8 +7,12 @@ Every handler reads the request, asks :class:`~trader.sandbox.market.Market`
 and go out unchanged.
 
 Supported: ``market``, ``limit``, ``stop``, ``stop_limit``; ``day`` or
-``gtc``; ``qty`` xor ``notional`` (numbers or strings); simple order class
-only; fractional quantities only when the broker config allows them.
+``gtc``; ``qty`` xor ``notional`` (numbers or strings); the ``simple``
+order class, and ``bracket`` (``take_profit.limit_price`` and
+``stop_loss.stop_price``) or ``oto`` (one of the two) on whole-share
+orders, whose legs the answer lists under ``legs``
+(:mod:`trader.brokers.brackets`; no stop-limit legs); fractional
+quantities only when the broker config allows them.
 Anything else is a 422 naming the limitation, never a silent approximation.
 A submit answers ``accepted``; the stream then says ``new``.
 
@@ -183,13 +187,15 @@ class OrdersApi:
         tif = body.get("time_in_force")
         if tif not in _TIFS:
             raise invalid(f"time_in_force {tif!r} is not supported by the sandbox (day, gtc)")
-        if body.get("order_class") not in (None, "", "simple"):
-            raise invalid(f"order_class {body['order_class']!r} is not supported by the sandbox")
+        order_class = body.get("order_class")
+        if order_class not in (None, "", "simple", "bracket", "oto"):
+            raise invalid(f"order_class {order_class!r} is not supported by the sandbox")
         if body.get("extended_hours") is True:
             raise invalid("extended hours orders are not supported by the sandbox")
-        for unsupported in ("trail_price", "trail_percent", "take_profit", "stop_loss", "legs"):
+        for unsupported in ("trail_price", "trail_percent", "legs"):
             if body.get(unsupported) is not None:
                 raise invalid(f"{unsupported} is not supported by the sandbox")
+        take_profit, stop_loss = _legs(order_class, body)
         qty = number(body, "qty")
         notional = number(body, "notional")
         if (qty is None) == (notional is None):
@@ -206,4 +212,39 @@ class OrdersApi:
             "limit_price": number(body, "limit_price"),
             "stop_price": number(body, "stop_price"),
             "time_in_force": tif,
+            "take_profit_price": take_profit,
+            "stop_loss_price": stop_loss,
         }
+
+
+def _legs(order_class: object, body: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A bracket's (take profit limit, stop loss stop) from the body; (None, None) for a
+    simple order.
+
+    Raises:
+        RequestError: legs missing for the class, given for a simple order, or a
+            stop-limit stop loss (422).
+    """
+    tp_body, sl_body = body.get("take_profit"), body.get("stop_loss")
+    if order_class not in ("bracket", "oto"):
+        if tp_body is not None or sl_body is not None:
+            raise invalid("take_profit and stop_loss need order_class bracket or oto")
+        return None, None
+    take = stop = None
+    if tp_body is not None:
+        if not isinstance(tp_body, dict):
+            raise invalid("take_profit must be an object")
+        take = number(tp_body, "limit_price")
+    if sl_body is not None:
+        if not isinstance(sl_body, dict):
+            raise invalid("stop_loss must be an object")
+        if sl_body.get("limit_price") is not None:
+            raise invalid("stop_loss.limit_price (a stop-limit leg) is not supported by "
+                          "the sandbox")
+        stop = number(sl_body, "stop_price")
+    if order_class == "bracket" and (take is None or stop is None):
+        raise invalid("bracket orders require take_profit.limit_price and "
+                      "stop_loss.stop_price")
+    if take is None and stop is None:
+        raise invalid("oto orders require either take_profit or stop_loss")
+    return take, stop

@@ -147,6 +147,7 @@ def order(
     status: str | None = None,
     replaced_by: str | None = None,
     replaces: str | None = None,
+    legs: list[Json] | None = None,
 ) -> Json:
     """An Order object with every key Alpaca sends.
 
@@ -156,6 +157,7 @@ def order(
             ``replaced`` for an order canceled by a replace).
         replaced_by: id of the order that replaced this one.
         replaces: id of the order this one replaced.
+        legs: a bracket entry's legs, rendered (None for any other order).
     """
     st = status or o.status
     replaced_at = o.canceled_ns if replaced_by is not None else None
@@ -181,7 +183,7 @@ def order(
         "qty": num_str_or_none(o.qty),
         "filled_qty": num_str(o.filled_qty),
         "filled_avg_price": num_str_or_none(o.filled_avg_price),
-        "order_class": "simple",
+        "order_class": o.order_class,
         "order_type": o.order_type,
         "type": o.order_type,
         "side": o.side,
@@ -191,7 +193,7 @@ def order(
         "stop_price": num_str_or_none(o.stop_price),
         "status": st,
         "extended_hours": False,
-        "legs": None,
+        "legs": legs,
         "trail_percent": None,
         "trail_price": None,
         "hwm": None,
