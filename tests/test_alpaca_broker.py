@@ -670,3 +670,22 @@ async def test_refused_keys_fail_the_stream_start() -> None:
         h = make_broker(sb)
         with anyio.fail_after(WAIT_S), pytest.raises(BrokerRejected):
             await h.broker.stream()
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_adapter_still_knows_which_open_orders_are_bracket_legs() -> None:
+    """Alpaca links a leg to its entry only from the entry. A new adapter (a restarted
+    daemon) that never saw the submit still reports each open leg with its entry, so
+    reconciliation tells risk they are legs, not orders of its own."""
+    async with harness() as h:
+        entry = buy("br-1", qty=10, time_in_force="gtc", take_profit_price=500.0,
+                    stop_loss_price=1.0)
+        await h.broker.submit(entry)
+        await h.fill_next_bar()
+        await h.until(filled("br-1"))
+        before = {o.client_order_id: o.parent_client_order_id
+                  for o in await h.broker.open_orders()}
+        restarted = make_broker(h.sb)  # a fresh process: nothing seen yet
+        after = {o.client_order_id: o.parent_client_order_id
+                 for o in await restarted.broker.open_orders()}
+    assert before == after == {"br-1-sl": "br-1", "br-1-tp": "br-1"}

@@ -889,9 +889,21 @@ class AlpacaBroker:
         ]
 
     async def open_orders(self) -> list[OrderState]:
+        orders = await self._open_orders()
+        if orders:
+            # Reconciliation after a restart: this process has not seen the
+            # entries that the open bracket legs belong to, and Alpaca links a
+            # leg only from its entry. Read the recent orders rolled up
+            # (nested) to learn the links, or a leg would pass for an order
+            # of our own (and a flatten would wait on it).
+            request = GetOrdersRequest(status=QueryOrderStatus.ALL, nested=True,
+                                       limit=_OPEN_ORDERS_LIMIT)
+            raw = await self._request("orders with legs", self._client.get_orders, request)
+            for o in _convert(raw, list[_WireOrder], "orders with legs"):
+                self._orders.note_legs(o)
         parents = self._orders.parents
         return [msgspec.structs.replace(_order_state(o), parent_client_order_id=parents.get(
-            o.client_order_id, "")) for o in await self._open_orders()]
+            o.client_order_id, "")) for o in orders]
 
     async def order(self, client_order_id: str) -> OrderState | None:
         """The broker's view of one order; None if it does not know it."""

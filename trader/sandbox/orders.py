@@ -83,10 +83,14 @@ class OrdersApi:
         until = query_time(request, "until")
         side = query_choice(request, "side", ("buy", "sell", ""), "")
         symbols = set(query_list(request, "symbols"))
-        query_bool(request, "nested")  # validated; orders have no legs here
+        # Nested: a bracket's legs appear inside their entry (order_json's
+        # ``legs``), not on their own, as Alpaca rolls them up.
+        nested = query_bool(request, "nested")
         selected: list[SimOrder] = []
         for o in self.market.exchange.orders.values():
             if (status == "open" and not o.is_open) or (status == "closed" and o.is_open):
+                continue
+            if nested and o.parent_client_order_id:
                 continue
             if symbols and o.symbol not in symbols:
                 continue
