@@ -20,7 +20,9 @@ import requests
 from alpaca.common.exceptions import APIError
 from structlog.testing import capture_logs
 
-from trader.brokers.alpaca import AlpacaBroker, _Orders, _ts, _Update, _WireOrder
+from trader.brokers.alpaca import AlpacaBroker
+from trader.brokers.alpaca_orders import Orders
+from trader.brokers.alpaca_wire import WireOrder, WireUpdate, parse_ts
 from trader.brokers.base import Broker
 from trader.brokers.simulated import ExecReport
 from trader.channels import Channel
@@ -551,31 +553,31 @@ async def test_definite_errors_are_rejections_even_with_odd_bodies(
 # --- the per-order ledger: each fact once, whichever path brings it ---------------------
 
 
-def _order(status: str, filled: float = 0.0, avg: float | None = None) -> _WireOrder:
-    return _WireOrder(
+def _order(status: str, filled: float = 0.0, avg: float | None = None) -> WireOrder:
+    return WireOrder(
         id="0c6f4a9e-0000-4000-8000-000000000002", client_order_id="c-1", status=status,
         symbol="AAPL", side="buy", qty=10, filled_qty=filled, filled_avg_price=avg,
         updated_at="2024-01-02T14:35:00Z",
     )
 
 
-def _event(event: str, order: _WireOrder, exec_id: str | None = None, qty: float | None = None,
-           price: float | None = None) -> _Update:
-    return _Update(event=event, order=order, timestamp="2024-01-02T14:31:00.000000001Z",
+def _event(event: str, order: WireOrder, exec_id: str | None = None, qty: float | None = None,
+           price: float | None = None) -> WireUpdate:
+    return WireUpdate(event=event, order=order, timestamp="2024-01-02T14:31:00.000000001Z",
                    execution_id=exec_id, qty=qty, price=price)
 
 
 def test_stream_fills_already_covered_by_a_poll_are_dropped() -> None:
     """A poll reports 4 filled; the stream's own event for those 4 is dropped, the next
     execution is reported with its own id, price and the order's average."""
-    orders = _Orders(5.0, lambda: 0)
+    orders = Orders(5.0, lambda: 0)
     assert [type(m) for m in orders.on_update(_event("new", _order("new")), 0.0)] == [
         OrderAccepted]
     [polled] = orders.on_state(_order("partially_filled", 4, 100.0), 1.0)
     assert isinstance(polled, OrderFilled)
     assert (polled.qty, polled.price, polled.cum_qty, polled.status) == (
         4, 100.0, 4, "partially_filled")
-    assert polled.ts_ns == _ts("2024-01-02T14:35:00Z")
+    assert polled.ts_ns == parse_ts("2024-01-02T14:35:00Z")
     late = _event("partial_fill", _order("partially_filled", 4, 100.0), "e-1", 4, 100.0)
     assert orders.on_update(late, 2.0) == []
     [last] = orders.on_update(_event("fill", _order("filled", 10, 100.6), "e-2", 6, 101.0), 3.0)
@@ -590,16 +592,16 @@ def test_stream_fills_already_covered_by_a_poll_are_dropped() -> None:
 def test_missed_executions_are_filled_in_before_the_next_one() -> None:
     """A fill event whose order shows more filled than we reported first reports the gap
     (synthetic id, price from the averages), then the execution itself."""
-    orders = _Orders(5.0, lambda: 0)
+    orders = Orders(5.0, lambda: 0)
     gap, fill = orders.on_update(
         _event("fill", _order("filled", 10, 100.6), "e-2", 6, 101.0), 0.0)[1:]
     assert isinstance(gap, OrderFilled)
     assert isinstance(fill, OrderFilled)
     assert (gap.qty, gap.price, gap.cum_qty, gap.status) == (4, 100.0, 4, "partially_filled")
     assert (fill.execution_id, fill.qty, fill.price, fill.status) == ("e-2", 6, 101.0, "filled")
-    assert fill.ts_ns == gap.ts_ns == _ts("2024-01-02T14:31:00.000000001Z")
+    assert fill.ts_ns == gap.ts_ns == parse_ts("2024-01-02T14:31:00.000000001Z")
     # The synthetic id depends only on the order and the cumulative quantity.
-    again = _Orders(5.0, lambda: 0).on_state(_order("partially_filled", 4, 100.0), 0.0)[1]
+    again = Orders(5.0, lambda: 0).on_state(_order("partially_filled", 4, 100.0), 0.0)[1]
     assert isinstance(again, OrderFilled)
     assert again.execution_id == gap.execution_id
 
@@ -607,23 +609,23 @@ def test_missed_executions_are_filled_in_before_the_next_one() -> None:
 def test_a_terminal_state_found_by_polling_reports_its_fills_first() -> None:
     """A polled canceled order with an unseen partial fill reports accepted, the fill,
     then the cancel; the stream's late events for it are then ignored."""
-    orders = _Orders(5.0, lambda: 0)
+    orders = Orders(5.0, lambda: 0)
     events = orders.on_state(_order("canceled", 3, 50.0), 0.0)
     assert [type(m) for m in events] == [OrderAccepted, OrderFilled, OrderCanceled]
     assert isinstance(events[2], OrderCanceled)
     assert events[2].filled_qty == 3
     assert orders.on_update(_event("canceled", _order("canceled", 3, 50.0)), 1.0) == []
     assert orders.on_state(_order("expired"), 1.0) == []
-    assert [type(m) for m in _Orders(5.0, lambda: 0).on_state(_order("expired"), 0.0)] == [
+    assert [type(m) for m in Orders(5.0, lambda: 0).on_state(_order("expired"), 0.0)] == [
         OrderAccepted, OrderExpired]
 
 
 def test_event_timestamps_keep_nanoseconds() -> None:
     """Alpaca's RFC 3339 times become UTC ns without losing the last three digits."""
-    assert _ts("2024-01-02T14:31:00.123456789Z") == 1_704_205_860_123_456_789
-    assert _ts("2024-01-02T09:31:00.5-05:00") == 1_704_205_860_500_000_000
-    assert _ts("not a time") is None
-    assert _ts(None) is None
+    assert parse_ts("2024-01-02T14:31:00.123456789Z") == 1_704_205_860_123_456_789
+    assert parse_ts("2024-01-02T09:31:00.5-05:00") == 1_704_205_860_500_000_000
+    assert parse_ts("not a time") is None
+    assert parse_ts(None) is None
 
 
 @pytest.mark.asyncio

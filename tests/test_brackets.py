@@ -469,14 +469,14 @@ async def test_live_the_bracket_reaches_the_sandbox_and_a_leg_fill_reaches_the_j
 
 def test_the_alpaca_adapter_sends_a_bracket_or_an_oto_with_ticked_levels() -> None:
     """Both levels: ``order_class = bracket``; one: ``oto``; prices rounded to the tick."""
-    from trader.brokers.alpaca import _order_request
+    from trader.brokers.alpaca_wire import order_request
 
     entry = SubmitOrder(ts_ns=0, client_order_id=ClientOrderId(ENTRY), strategy="t",
                         symbol="X", side="buy", qty=500.0, time_in_force="gtc",
                         take_profit_price=110.004, stop_loss_price=94.996)
-    body = _order_request(entry).to_request_fields()
+    body = order_request(entry).to_request_fields()
     assert (body["order_class"], body["take_profit"], body["stop_loss"], body["qty"]) == (
         "bracket", {"limit_price": 110.0}, {"stop_price": 95.0}, 500.0)
-    one = _order_request(msgspec.structs.replace(entry, take_profit_price=None))
+    one = order_request(msgspec.structs.replace(entry, take_profit_price=None))
     body = one.to_request_fields()
     assert (body["order_class"], "take_profit" in body) == ("oto", False)
