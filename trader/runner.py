@@ -8,6 +8,7 @@ live (graph.py), run it until the data ends or a signal stops it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import signal
 import time
@@ -349,6 +350,11 @@ async def run_live(
             on_graph(graph)
         log.info("daemon starting", run_id=run.run_id, symbols=symbols, db=path,
                  strategy=config.strategy_instance, warmup_bars=len(history))
+        # Everything built so far (imports, config, warm-up bars, the graph)
+        # lives as long as the daemon: move it out of the collector's sight, so
+        # a full collection does not walk it in the middle of a bar's path.
+        gc.collect()
+        gc.freeze()
         await run_until_stopped(graph, install_signal_handlers=install_signal_handlers,
                                 ops=ops, control_socket=control_socket)
     return LiveOutcome(run_id=run.run_id, db_path=path)

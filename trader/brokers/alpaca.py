@@ -45,6 +45,7 @@ client order ids and symbols are.
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 from collections.abc import Callable, Collection, Sequence
@@ -205,9 +206,9 @@ class AlpacaBroker:
         self._rng = random.Random()
         self.reconnects = 0
         """Trade-stream reconnections so far (for metrics)."""
+        base_url = trading_url or config.trading_url
         client = TradingClient(
-            credentials.key_id, credentials.secret_key, raw_data=True,
-            url_override=trading_url or config.trading_url,
+            credentials.key_id, credentials.secret_key, raw_data=True, url_override=base_url,
         )
         # alpaca-py would sleep 3 s per 429/504 inside our worker thread, past
         # our deadline; we retry ourselves.
@@ -221,8 +222,17 @@ class AlpacaBroker:
         # the clock), so none is opened afresh on the hot path.
         adapter = _SocketTimeout(2 * config.request_timeout_s + 1,
                                  pool_maxsize=2 * config.max_concurrent_submits + 2)
-        client._session.mount("http://", adapter)
-        client._session.mount("https://", adapter)
+        session = client._session
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        # requests re-reads the environment (proxies, NO_PROXY, ~/.netrc, the
+        # CA bundle) on every request: about a millisecond each, on the order
+        # path. Read it once, for the one host we talk to, and keep its answer.
+        session.proxies.update(requests.utils.get_environ_proxies(base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            session.verify = ca_bundle
+        session.trust_env = False
         self._client = client
 
     # --- REST plumbing ---------------------------------------------------------------
