@@ -10,7 +10,6 @@ The adapter (:mod:`trader.brokers.alpaca`) and its per-order ledger
 
 from __future__ import annotations
 
-import datetime as dt
 import warnings
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ import msgspec
 
 from trader.brokers.base import OrderState
 from trader.errors import BrokerRejected, BrokerUnavailable
+from trader.feedcheck import parse_rfc3339_ns
 from trader.messages import OrderAccepted, OrderType, Side, SubmitOrder, TimeInForce
 from trader.money import round_price, to_cents, to_dollars
 
@@ -154,27 +154,14 @@ def side_of(side: str) -> Side:
 
 
 def parse_ts(text: str | None) -> int | None:
-    """RFC 3339 (``Z`` or offset, up to 9 fraction digits) as UTC ns; None if absent/bad."""
+    """RFC 3339 as UTC ns, every fraction digit kept; None if absent or not a
+    timestamp with a zone (Alpaca always sends one)."""
     if not text:
         return None
-    extra = 0
-    body = text.replace("Z", "+00:00").replace("z", "+00:00")
-    dot = body.find(".")
-    if dot != -1:
-        end = dot + 1
-        while end < len(body) and body[end].isdigit():
-            end += 1
-        digits = body[dot + 1 : end]
-        extra = int(digits[6:9].ljust(3, "0")) if len(digits) > 6 else 0
-        body = body[: dot + 1] + digits[:6].ljust(6, "0") + body[end:]
     try:
-        when = dt.datetime.fromisoformat(body)
+        return parse_rfc3339_ns(text)
     except ValueError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    micros = (when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
-    return micros * 1000 + extra
 
 
 def order_state(o: WireOrder) -> OrderState:
