@@ -45,7 +45,8 @@ LIMITS = RiskConfig(
     max_orders_per_minute=1_000_000, max_orders_per_minute_per_symbol=1_000_000,
     price_collar_pct=50.0, duplicate_window_s=0.001, allow_short=True,
 )
-T0 = 1_700_000_000_000_000_000
+# 10:00 New York on Tue 2023-11-14: inside a session (risk denies entries outside one).
+T0 = 1_699_974_000_000_000_000
 
 
 def bench_checks(n: int) -> float:
