@@ -310,19 +310,24 @@ def _print_results(
 ) -> int:
     from trader import results
 
+    report = html is not False
     try:
-        res = results.load_results(db_path, run_id, bars=bars)
+        # With a report, the bars are counted in the pass that reads the
+        # chart's prices: the journal is decoded once.
+        res = results.load_results(db_path, run_id, bars=bars, count_bars=not report)
+        symbol = getattr(args, "symbol", None) or (res.fills[0].symbol if res.fills else None)
+        scan = results.scan_bars(db_path, res.run_id, symbol) if report else None
+        if scan is not None and not bars:
+            res.bars = scan.count
         summary = results.summary_of(res)
     except results.RunNotFound as exc:
         print(f"trader: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if html is not False:
+    if scan is not None:
         out = Path(html) if isinstance(html, str) else Path(f"{db_path}.html")
-        symbol = getattr(args, "symbol", None) or (res.fills[0].symbol if res.fills else None)
-        pts, pclose = (None, None)
-        if symbol:
-            pts, pclose = results.price_series(db_path, res.run_id, symbol)
-        results.write_html(res, summary, out, symbol=symbol, price_ts=pts, price_close=pclose)
+        results.write_html(res, summary, out, symbol=symbol,
+                           price_ts=scan.ts_ns if symbol else None,
+                           price_close=scan.close if symbol else None)
         log.info("report written", path=str(out))
     if args.json:
         print(results.summary_json(summary, res.run_id))

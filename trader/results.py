@@ -45,8 +45,13 @@ def latest_run_id(db: sqlite3.Connection) -> str:
     return str(row[0])
 
 
-def load_results(db_path: str | Path, run_id: str | None = None, *, bars: int = 0) -> RunResults:
+def load_results(db_path: str | Path, run_id: str | None = None, *, bars: int = 0,
+                 count_bars: bool = True) -> RunResults:
     """Read one run (the latest if ``run_id`` is None).
+
+    ``bars`` is the number of bars replayed when the caller knows it; otherwise
+    they are counted from the journal, unless ``count_bars`` is False (the
+    caller will, with :func:`scan_bars`, in the pass it makes anyway).
 
     Raises:
         RunNotFound: no such run in the file.
@@ -69,8 +74,8 @@ def load_results(db_path: str | Path, run_id: str | None = None, *, bars: int = 
                 (rid,),
             )
         ]
-        if not bars:
-            bars = _count_bars(db, rid)
+        if not bars and count_bars:
+            bars = scan_bars(db_path, rid).count
     return RunResults(
         run_id=rid,
         initial_cash_cents=cash,
@@ -98,19 +103,6 @@ def _equity_rows(db: sqlite3.Connection, run_id: str) -> np.ndarray[Any, np.dtyp
         out[i : i + len(rows)] = rows
         i += len(rows)
     return out[:i]
-
-
-def _count_bars(db: sqlite3.Connection, run_id: str) -> int:
-    from trader.messages import BarsClosed, decode
-
-    total = 0
-    for (body,) in db.execute(
-        "SELECT body FROM journal WHERE run_id = ? AND type = 'BarsClosed'", (run_id,)
-    ):
-        msg = decode(body)
-        if isinstance(msg, BarsClosed):
-            total += len(msg.bars)
-    return total
 
 
 def summary_of(results: RunResults) -> Summary:
@@ -157,10 +149,20 @@ def write_html(
     )
 
 
-def price_series(db_path: str | Path, run_id: str, symbol: str) -> tuple[Any, Any]:
-    """Closes of ``symbol`` as the strategy saw them, from the journal."""
+class BarScan(msgspec.Struct, frozen=True, kw_only=True):
+    """One pass over a run's journaled bars: how many, and one symbol's closes."""
+
+    count: int
+    ts_ns: Any
+    close: Any
+
+
+def scan_bars(db_path: str | Path, run_id: str, symbol: str | None = None) -> BarScan:
+    """Count the bars the strategy saw and collect ``symbol``'s closes (for the
+    report's price chart), decoding the journal once."""
     from trader.messages import BarsClosed, decode
 
+    count = 0
     ts: list[int] = []
     close: list[float] = []
     with connect_readonly(db_path) as db:
@@ -170,8 +172,11 @@ def price_series(db_path: str | Path, run_id: str, symbol: str) -> tuple[Any, An
         ):
             msg = decode(body)
             if isinstance(msg, BarsClosed):
-                for bar in msg.bars:
-                    if bar.symbol == symbol:
-                        ts.append(bar.ts_ns)
-                        close.append(bar.close)
-    return np.array(ts, dtype=np.int64), np.array(close, dtype=np.float64)
+                count += len(msg.bars)
+                if symbol is not None:
+                    for bar in msg.bars:
+                        if bar.symbol == symbol:
+                            ts.append(bar.ts_ns)
+                            close.append(bar.close)
+    return BarScan(count=count, ts_ns=np.array(ts, dtype=np.int64),
+                   close=np.array(close, dtype=np.float64))
