@@ -157,3 +157,18 @@ def test_clock_is_consistent_with_is_open(ts_ns: int) -> None:
     assert nxt_open > ts_ns
     assert nxt_close > ts_ns
     assert calendar.is_open(ts_ns) == (nxt_close < nxt_open)
+
+
+@given(st.integers(min_value=_ns("1995-01-01T00:00:00Z"), max_value=_ns("2035-01-01T00:00:00Z")))
+def test_new_york_date_is_the_wall_calendar_date_at_every_instant(ts_ns: int) -> None:
+    """The date an instant belongs to in New York, across midnights and DST changes."""
+    utc = dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=ts_ns // 1000)
+    assert calendar.ny_date(ts_ns) == utc.astimezone(calendar.NEW_YORK).date()
+
+
+def test_new_york_date_turns_at_local_midnight_in_winter_and_summer() -> None:
+    # 05:00 UTC in January and 04:00 UTC in July are midnight in New York.
+    assert calendar.ny_date(_ns("2024-01-16T04:59:59+00:00")) == _day("2024-01-15")
+    assert calendar.ny_date(_ns("2024-01-16T05:00:00+00:00")) == _day("2024-01-16")
+    assert calendar.ny_date(_ns("2024-07-16T03:59:59+00:00")) == _day("2024-07-15")
+    assert calendar.ny_date(_ns("2024-07-16T04:00:00+00:00")) == _day("2024-07-16")

@@ -10,7 +10,11 @@ Daily bars close at the closing bell of the first week of March 2024
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.builders import (
     at,
@@ -22,7 +26,7 @@ from tests.builders import (
     minute_closes,
     submit,
 )
-from trader.brokers.simulated import Exchange, report_to_message
+from trader.brokers.simulated import _NS, Exchange, report_to_message, uuid5_str
 from trader.errors import BrokerRejected
 from trader.messages import OrderFilled
 
@@ -436,3 +440,12 @@ def test_equity_is_cash_plus_the_position_at_the_last_close_to_the_cent() -> Non
         led.initial_cash_cents + led.realized_cents() + led.unrealized_cents()
         - led.commissions_cents
     )
+
+
+@given(st.text(max_size=64))
+def test_simulated_ids_are_rfc_4122_uuid5s(name: str) -> None:
+    """Order and execution ids parse as version-5 UUIDs (alpaca-py requires UUIDs) and
+    are exactly ``uuid5`` of their name, so ids stay what earlier journals hold."""
+    text = uuid5_str(name)
+    assert text == str(uuid.uuid5(_NS, name))
+    assert uuid.UUID(text).version == 5

@@ -62,6 +62,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
+_NS_PER_HOUR = 3_600_000_000_000
 _REGULAR_OPEN = dt.time(9, 30)
 _REGULAR_CLOSE = dt.time(16, 0)
 _EARLY_CLOSE = dt.time(13, 0)
@@ -132,7 +133,15 @@ def ny_date(ts_ns: int) -> dt.date:
 
 def _ns_to_ny_date(ts_ns: int) -> dt.date:
     """Return the New York calendar date containing the UTC instant ``ts_ns``."""
-    utc = _EPOCH + dt.timedelta(microseconds=ts_ns // 1000)
+    # New York's offsets are whole hours and its clocks change on the hour,
+    # so the date is constant within a UTC hour: one time-zone conversion per
+    # hour instead of per call (risk and the simulated broker ask per order).
+    return _ny_date_of_utc_hour(ts_ns // _NS_PER_HOUR)
+
+
+@lru_cache(maxsize=4096)
+def _ny_date_of_utc_hour(hour: int) -> dt.date:
+    utc = _EPOCH + dt.timedelta(hours=hour)
     return utc.astimezone(NEW_YORK).date()
 
 

@@ -175,13 +175,15 @@ class InlineDriver:
         flushing = False
         try:
             if c.is_async:
-                for msg in batch:
-                    # Shielded: an async handler interrupted half-way (the
-                    # driving feed being stopped) would leave its actor, which
-                    # lives on, with half-applied state.
-                    with anyio.CancelScope(shield=True):
+                # Shielded: an async handler interrupted half-way (the driving
+                # feed being stopped) would leave its actor, which lives on,
+                # with half-applied state. One scope for the batch: a scope
+                # per message cost more than most handlers, and a cancellation
+                # waits for the batch either way (it is one feed step's worth).
+                with anyio.CancelScope(shield=True):
+                    for msg in batch:
                         await handle(msg)  # type: ignore[misc]
-                    i += 1
+                        i += 1
             else:
                 for msg in batch:
                     handle(msg)

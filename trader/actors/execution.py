@@ -107,8 +107,9 @@ class ExecutionActor:
         self._symbol_busy: dict[str, anyio.Event] = {}
         self._sending: dict[str, anyio.Event] = {}
         # Outbox.flush is not safe from two tasks at once: the update stream
-        # and the send tasks emit one at a time.
-        self._emit_lock = anyio.Lock()
+        # and the send tasks emit one at a time. Uncontended (always, in a
+        # replay) it is taken without a trip through the event loop.
+        self._emit_lock = anyio.Lock(fast_acquire=True)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         broker = self._broker
