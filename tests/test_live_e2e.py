@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -20,8 +20,10 @@ from trader.actors.feed import LiveFeed
 from trader.config import Config, decode_config
 from trader.data.synth import synth_bars
 from trader.graph import Graph
+from trader.messages import BarClosed, BarsClosed, decode
 from trader.runner import run_live, run_replay
 from trader.sandbox import Sandbox
+from trader.strategies.sma_cross import SmaCross
 
 SYMBOLS = ["AAPL", "IBM", "MSFT"]
 WAIT_S = 20.0
@@ -189,3 +191,75 @@ async def test_replay_and_live_make_the_same_signals_and_order_commands(tmp_path
     assert live_orders, "the scenario must trade"
     assert live_signals == replay_signals
     assert live_orders == replay_orders
+
+
+class CrashesOnceSmaCross(SmaCross):
+    """sma_cross that raises once, on the bar named in ``crash_on`` (a transient fault)."""
+
+    crash_on: ClassVar[tuple[str, int] | None] = None
+    seen_by_incarnation: ClassVar[list[list[int]]] = []
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        self.seen: list[int] = []
+        CrashesOnceSmaCross.seen_by_incarnation.append(self.seen)
+
+    def on_bar(self, bar: BarClosed) -> float | None:
+        if (bar.symbol, bar.ts_ns) == CrashesOnceSmaCross.crash_on:
+            CrashesOnceSmaCross.crash_on = None
+            raise RuntimeError("a transient fault in the strategy")
+        if bar.symbol == "IBM":
+            self.seen.append(bar.ts_ns)
+        return super().on_bar(bar)
+
+
+@pytest.mark.asyncio
+async def test_a_strategy_crash_in_the_daemon_skips_no_bar_and_changes_no_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strategy raises once, mid-run, on IBM's 21st bar. Its successor rebuilds the
+    indicators from the journal and handles that bar again, so the daemon makes exactly
+    the signals and orders a replay of the same bars makes without any crash."""
+    tables = synth_bars(SYMBOLS, days=40, freq="1d", seed=8)
+    data = tmp_path / "data"
+    from trader.data.synth import write_csv
+
+    write_csv(tables, data)
+    ibm = [int(t) for t in tables["IBM"].ts_ns]
+    monkeypatch.setattr(CrashesOnceSmaCross, "crash_on", ("IBM", ibm[20]))
+    monkeypatch.setattr(CrashesOnceSmaCross, "seen_by_incarnation", [])
+    live_db = tmp_path / "live.db"
+    flaky = {"name": "tests.test_live_e2e:CrashesOnceSmaCross", "instance": "e2e",
+             "params": {"fast": 2, "slow": 4}}
+    async with Sandbox(tables, speed="max") as sb:
+        await _drive(sb, _config(live_db, strategy=flaky), live_db, steps=40)
+    assert CrashesOnceSmaCross.crash_on is None, "the strategy must have crashed"
+    # (Config validation builds instances that never see a bar.)
+    first, second = [seen for seen in CrashesOnceSmaCross.seen_by_incarnation if seen]
+    assert first == ibm[:20]
+    # The successor replayed the journal's bars, then took the bar it crashed on.
+    assert second == ibm
+
+    replay_db = tmp_path / "replay.db"
+    await run_replay(_config(replay_db, data={"dir": str(data)}))
+
+    def decisions(
+        db: Path,
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[int, str]]]:
+        with sqlite3.connect(db) as conn:
+            signals = conn.execute(
+                "SELECT ts_ns, strategy, symbol, target_weight FROM signals ORDER BY 1, 3"
+            ).fetchall()
+            orders = conn.execute(
+                "SELECT client_order_id, side, qty, notional_cents, order_type FROM orders "
+                "ORDER BY 1").fetchall()
+            bodies = conn.execute(
+                "SELECT body FROM journal WHERE type = 'BarsClosed'").fetchall()
+        # Every bar journaled once: the one crashed on too.
+        batches = [m for m in (decode(body) for (body,) in bodies) if isinstance(m, BarsClosed)]
+        bars = sorted((b.ts_ns, b.symbol) for m in batches for b in m.bars)
+        return signals, orders, bars
+
+    live = decisions(live_db)
+    assert live[1], "the scenario must trade"
+    assert live == decisions(replay_db)

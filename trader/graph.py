@@ -33,7 +33,7 @@ so the recorder commits the last batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 import msgspec
@@ -181,6 +181,7 @@ class Graph:
         inflight: InFlight | None = None,
         known_orders: Callable[[], list[KnownOrder]] | None = None,
         warmup: Sequence[BarClosed] = (),
+        rewarm: Callable[[], Sequence[BarClosed]] | None = None,
         on_journal_commit: OnJournalCommit | None = None,
         risk_state: str = "ACTIVE",
     ) -> None:
@@ -190,6 +191,8 @@ class Graph:
         self.trading_state = TradingStateMachine(risk_state)
         self._on_journal_commit = on_journal_commit
         self._warmup = tuple(warmup)
+        self._rewarm = rewarm
+        self._warmed: set[str] = set()
         self.config = config
         self.adapters = adapters
         self.clock = adapters.clock
@@ -250,6 +253,23 @@ class Graph:
         }
         return Outbox(source, routes, self.journal, self.commits)
 
+    def _warmup_for(
+        self, actor: str
+    ) -> Sequence[BarClosed] | Callable[[], Awaitable[Sequence[BarClosed]]]:
+        """What a new strategy or scorer incarnation replays to rebuild its indicators."""
+        if self._rewarm is None or actor not in self._warmed:
+            self._warmed.add(actor)
+            return self._warmup
+        rewarm, outbox = self._rewarm, self.outbox(actor)
+
+        async def from_journal() -> Sequence[BarClosed]:
+            # The bars at start are hours old by now. What the predecessors
+            # consumed is committed first, so the series has no hole.
+            await outbox.barrier()
+            return await anyio.to_thread.run_sync(rewarm)
+
+        return from_journal
+
     def _child_specs(self) -> list[ChildSpec]:
         cfg = self.config
         adapters = self.adapters
@@ -277,18 +297,19 @@ class Graph:
             live = adapters.mode != "replay"
             return ScorerActor(self.inboxes["scorer"], self.outbox("scorer"),
                                config=cfg.scorer, now_ns=adapters.clock.now_ns,
-                               warmup=self._warmup, follow_champion=live,
+                               warmup=self._warmup_for("scorer"), follow_champion=live,
                                retrain_config=cfg if live else None)
 
         def strategy() -> Actor:
             # A fresh strategy per incarnation: its state is rebuilt from the
-            # bars it sees, never carried over from a crashed predecessor.
+            # journal, never carried over from a crashed predecessor.
             return StrategyActor(
                 self.inboxes["strategy"],
                 self.outbox("strategy"),
                 strategy=build_strategy(cfg.strategy.name, cfg.strategy.params),
                 instance=cfg.strategy_instance,
-                warmup=self._warmup,
+                warmup=self._warmup_for("strategy"),
+                keep_crashed=adapters.mode != "replay",
             )
 
         def feed() -> Actor:
@@ -398,6 +419,7 @@ def build_graph(
     inflight: InFlight | None = None,
     known_orders: Callable[[], list[KnownOrder]] | None = None,
     warmup: Sequence[BarClosed] = (),
+    rewarm: Callable[[], Sequence[BarClosed]] | None = None,
     on_journal_commit: OnJournalCommit | None = None,
     risk_state: str = "ACTIVE",
 ) -> Graph:
@@ -405,14 +427,17 @@ def build_graph(
 
     Args:
         known_orders: what the journal last saw open, for reconciliation (live).
-        warmup: bars each new strategy (and scorer) incarnation replays silently
-            to rebuild its indicators (live restarts; empty in replay).
+        warmup: bars the first strategy (and scorer) incarnation replays silently
+            to rebuild its indicators (a daemon's journal; empty in replay).
+        rewarm: reads the journal's recent bars for later incarnations (a
+            daemon; run in a worker thread once the journal is committed).
+            Without it, a restarted strategy starts from ``warmup`` again.
         on_journal_commit: told about every committed journal batch (trader.metrics).
         risk_state: the trading state to start in (``journal.last_risk_state``
             for a restarting daemon; ACTIVE for a backtest).
     """
     return Graph(config, adapters, run, db_path=db_path or config.run.db, inflight=inflight,
-                 known_orders=known_orders, warmup=warmup,
+                 known_orders=known_orders, warmup=warmup, rewarm=rewarm,
                  on_journal_commit=on_journal_commit, risk_state=risk_state)
 
 

@@ -342,6 +342,7 @@ async def run_live(
             inflight=inflight,
             known_orders=lambda: known_open_orders(path),
             warmup=history,
+            rewarm=lambda: recent_bars(path),
             on_journal_commit=ops.metrics.on_commit if ops is not None else None,
             # A halted daemon stays halted across restarts until an operator resumes.
             risk_state=_last_risk_state(path),

@@ -8,7 +8,10 @@ inbox ends, and raises on a fault (the supervisor decides what happens next).
 handle each, then mark the batch done (which is what quiescence counts). If
 handling raises, the unhandled rest of the batch goes back to the head of the
 inbox for the next incarnation, and the message it crashed on is logged with
-the exception: only that one message is lost.
+the exception: only that one message is lost. An actor whose input exists
+nowhere else (the live strategy: a bar is journaled once the strategy has
+consumed it) sets ``keep_crashed``: the message goes back too, so a poison
+message crashes every incarnation until the supervisor's budget is spent.
 """
 
 from __future__ import annotations
@@ -182,6 +185,8 @@ class InboxActor:
     """Base for actors that react to an inbox. Subclasses implement :meth:`handle`."""
 
     name: str = "actor"
+    keep_crashed: bool = False
+    """Put the message a crash happened on back as well (see the module docstring)."""
 
     def __init__(self, inbox: Channel[Message], outbox: Outbox) -> None:
         self._inbox = inbox
@@ -207,7 +212,8 @@ class InboxActor:
                 await self.teardown()
 
     async def _loop(self) -> None:
-        await consume(self._inbox, self.handle, self.name, self._out)
+        await consume(self._inbox, self.handle, self.name, self._out,
+                      keep_crashed=self.keep_crashed)
 
 
 async def consume(
@@ -215,6 +221,8 @@ async def consume(
     handle: Callable[[Message], Awaitable[None] | None],
     actor: str,
     outbox: Outbox | None = None,
+    *,
+    keep_crashed: bool = False,
 ) -> None:
     """Handle ``inbox`` in batches until it ends; see the module docstring for crashes.
 
@@ -228,13 +236,17 @@ async def consume(
     """
     driver = inbox.driver
     if driver is not None:
+        if keep_crashed:
+            # The replay feed releases a crashed batch again itself.
+            raise InvariantViolation(f"{actor}: keep_crashed under inline delivery")
         await driver.serve(inbox, handle, actor,
                            outbox.flush if outbox is not None else None,
                            outbox.pending if outbox is not None else None)
         return
     if not inspect.iscoroutinefunction(handle):
         assert outbox is not None, "a synchronous handler posts to an outbox"
-        await _consume_sync(inbox, cast(Callable[[Message], None], handle), actor, outbox)
+        await _consume_sync(inbox, cast(Callable[[Message], None], handle), actor, outbox,
+                            keep_crashed)
         return
     handle_async = cast(Callable[[Message], Awaitable[None]], handle)
     while True:
@@ -248,7 +260,7 @@ async def consume(
                 await handle_async(msg)
                 i += 1
         except Exception as exc:
-            put_back_after_crash(inbox, batch, i, exc, actor)
+            put_back_after_crash(inbox, batch, i, exc, actor, keep=keep_crashed)
             raise
         except BaseException:
             put_back_after_cancel(inbox, batch, i)
@@ -257,7 +269,8 @@ async def consume(
 
 
 async def _consume_sync(
-    inbox: Channel[Message], handle: Callable[[Message], None], actor: str, outbox: Outbox
+    inbox: Channel[Message], handle: Callable[[Message], None], actor: str, outbox: Outbox,
+    keep_crashed: bool,
 ) -> None:
     pending = outbox.pending
     while True:
@@ -266,14 +279,19 @@ async def _consume_sync(
         except anyio.EndOfStream:
             return
         i = 0
+        flushing = False
         try:
             for msg in batch:
                 handle(msg)
                 if pending:
+                    flushing = True
                     await outbox.flush()
+                    flushing = False
                 i += 1
         except Exception as exc:
-            put_back_after_crash(inbox, batch, i, exc, actor)
+            # Failing to deliver the output of a handled message is not a
+            # reason to handle it twice.
+            put_back_after_crash(inbox, batch, i, exc, actor, keep=keep_crashed and not flushing)
             raise
         except BaseException:
             put_back_after_cancel(inbox, batch, i)
@@ -282,17 +300,19 @@ async def _consume_sync(
 
 
 def put_back_after_crash(inbox: Channel[Message], batch: list[Message], i: int,
-                         exc: Exception, actor: str) -> None:
-    """Handling ``batch[i]`` raised: log and drop it, put the rest back (consume and
-    the inline driver share this)."""
+                         exc: Exception, actor: str, *, keep: bool = False) -> None:
+    """Handling ``batch[i]`` raised: log and drop it (unless ``keep``), put the rest
+    back (consume and the inline driver share this)."""
     # The message it crashed on is reported and dropped (a poison message would
     # otherwise crash every restart); the rest of the batch waits, in order,
-    # for the next incarnation.
-    inbox.requeue_front(batch[i + 1 :])
-    inbox.done(i + 1)
+    # for the next incarnation. Kept, it is the first the next one handles.
+    kept = 0 if keep else 1
+    inbox.requeue_front(batch[i + kept :])
+    inbox.done(i + kept)
     log.error(
         "actor crashed on message",
         actor=actor,
+        kept=keep,
         message_type=type(batch[i]).__name__,
         message=repr(batch[i])[:500],
         exc_info=exc,

@@ -43,7 +43,7 @@ and refills the drift windows; it resolves the champion again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -104,13 +104,15 @@ class ScorerActor(InboxActor):
         *,
         config: ScorerConfig,
         now_ns: Callable[[], int],
-        warmup: Sequence[BarClosed] = (),
+        warmup: Sequence[BarClosed] | Callable[[], Awaitable[Sequence[BarClosed]]] = (),
         loader: Callable[[str], LoadedModel] = load_model,
         follow_champion: bool = False,
         retrain_config: Config | None = None,
     ) -> None:
         """
         Args:
+            warmup: the bars its features replay first, or an async function
+                returning them (a daemon's restart reads the journal).
             follow_champion: swap to a new champion while running (``trader run``;
                 only when ``config.model`` names a model by name and
                 ``model_check_interval_s`` > 0).
@@ -141,6 +143,10 @@ class ScorerActor(InboxActor):
         self._refused: str | None = None
         self._check_now = anyio.Event()
         self._retraining = False
+
+    async def _warmup_bars(self) -> Sequence[BarClosed]:
+        warmup = self._warmup
+        return warmup if isinstance(warmup, Sequence) else await warmup()
 
     @property
     def model_id(self) -> str | None:
@@ -175,7 +181,7 @@ class ScorerActor(InboxActor):
         if self._watch is not None:
             # A champion promoted later must score at once, not after a warm-up.
             self._features = FeatureEngine()
-            self._features.update_many(self._warmup)
+            self._features.update_many(await self._warmup_bars())
         if not ref:
             # The documented default, so info, not a warning; still never silent.
             log.info("scorer has no model", state=self._fallback,
@@ -193,7 +199,7 @@ class ScorerActor(InboxActor):
             return
         if self._features is None:
             self._features = FeatureEngine()
-            self._features.update_many(self._warmup)
+            self._features.update_many(await self._warmup_bars())
         self._model = model
         self._drift = self._monitor(model)
         log.info("scorer model loaded", model_id=model.model_id, path=model.path,

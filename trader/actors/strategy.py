@@ -7,11 +7,18 @@ In replay a ``BarsClosed`` batch may span many timestamps. When the strategy
 signals, the actor finishes the bars of that same timestamp and stops there:
 it tells the feed where with ``BatchCut``, so the later bars are released only
 after the order has reached the simulated market, as it would live.
+
+A new incarnation replays ``warmup`` silently before its first batch: at
+start, the journal's recent bars; after a crash in a daemon, the journal's
+bars as of the restart (everything its predecessors consumed is committed
+first), so the indicators continue the series instead of restarting it. In a
+daemon the batch it crashed on is kept (``keep_crashed``): a bar reaches the
+journal only once the strategy has consumed it, so dropping it would lose it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from trader.actors.base import InboxActor, Outbox
 from trader.channels import Channel
@@ -38,18 +45,27 @@ class StrategyActor(InboxActor):
         *,
         strategy: Strategy,
         instance: str,
-        warmup: Sequence[BarClosed] = (),
+        warmup: Sequence[BarClosed] | Callable[[], Awaitable[Sequence[BarClosed]]] = (),
+        keep_crashed: bool = False,
     ) -> None:
+        """
+        Args:
+            warmup: the bars to replay first, or an async function returning them.
+            keep_crashed: put a batch it crashed on back for the next
+                incarnation (a daemon; the replay feed re-releases it instead).
+        """
         super().__init__(inbox, outbox)
         self._strategy = strategy
         self._instance = instance
         self._warmup = warmup
+        self.keep_crashed = keep_crashed
 
     async def setup(self) -> None:
         # Rebuild indicators from bars already journaled; their signals were
         # acted on (or not) by the incarnation that saw them, so none is emitted.
+        bars = self._warmup if isinstance(self._warmup, Sequence) else await self._warmup()
         on_bar = self._strategy.on_bar
-        for bar in self._warmup:
+        for bar in bars:
             on_bar(bar)
 
     def handle(self, msg: Message) -> None:
