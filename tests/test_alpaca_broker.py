@@ -369,10 +369,26 @@ async def test_a_fill_missed_by_a_paused_stream_is_recovered_by_polling_once() -
         assert len(fills_of(events, "quiet-1")) == 1
 
 
+def count_reads(h: Harness) -> dict[str, int]:
+    """Count the adapter's order reads by alpaca-py method (lists and lookups by id)."""
+    calls = {"get_orders": 0, "get_order_by_client_id": 0}
+    client: Any = h.broker._client
+    for name in calls:
+        method = getattr(client, name)
+
+        def counted(*a: Any, _m: Any = method, _n: str = name, **k: Any) -> Any:
+            calls[_n] += 1
+            return _m(*a, **k)
+
+        setattr(client, name, counted)
+    return calls
+
+
 @pytest.mark.asyncio
-async def test_the_polls_before_a_bar_run_together_one_round_trip_not_one_per_order() -> None:
+async def test_the_polls_before_a_bar_read_every_order_with_one_request() -> None:
     """Four market orders the stream has not reported: ``sync`` (the feed's market-first
-    step) reads them concurrently, so the bar waits about one slow answer, not four."""
+    step) reads them with one list request, so the bar waits one slow answer, not four,
+    and the rate budget pays one request."""
     delay = 0.4
     async with harness(update_timeout_s=WAIT_S) as h:
         h.sb.faults.update({"pause_trade_updates": True})
@@ -381,10 +397,31 @@ async def test_the_polls_before_a_bar_run_together_one_round_trip_not_one_per_or
             await h.broker.submit(buy(coid, qty=1, symbol=("AAPL", "MSFT")[i % 2]))
         await h.fill_next_bar()
         h.sb.faults.update({"delay_s": delay})
+        reads = count_reads(h)
         started = anyio.current_time()
         await h.broker.sync({"AAPL", "MSFT"})
         took = anyio.current_time() - started
         assert delay <= took < 2.5 * delay, took  # one after another: at least 4 x delay
+        assert reads == {"get_orders": 1, "get_order_by_client_id": 0}
+        events = h.drain()
+        assert all(fills_of(events, coid) for coid in coids)
+        assert_once_each(events)
+
+
+@pytest.mark.asyncio
+async def test_when_the_list_fails_the_polls_before_a_bar_read_each_order_by_itself() -> None:
+    """The list request is answered 500: each order is then looked up by its id (together,
+    not one after another), and every fill still arrives once."""
+    async with harness(update_timeout_s=WAIT_S) as h:
+        h.sb.faults.update({"pause_trade_updates": True})
+        coids = [f"fallback-{i}" for i in range(3)]
+        for i, coid in enumerate(coids):
+            await h.broker.submit(buy(coid, qty=1, symbol=("AAPL", "MSFT")[i % 2]))
+        await h.fill_next_bar()
+        h.sb.faults.update({"rest_error_status": 500, "rest_error_count": 1})
+        reads = count_reads(h)
+        await h.broker.sync({"AAPL", "MSFT"})
+        assert reads == {"get_orders": 1, "get_order_by_client_id": 3}
         events = h.drain()
         assert all(fills_of(events, coid) for coid in coids)
         assert_once_each(events)

@@ -108,6 +108,7 @@ log = structlog.get_logger("trader.brokers.alpaca")
 _DUPLICATE = "40010001"
 _CLOSE_S = 3.0
 _OPEN_ORDERS_LIMIT = 500  # Alpaca's maximum page
+_LIST_SYMBOLS_MAX = 100  # symbols named in one orders query
 
 
 class _Transient(Exception):
@@ -679,11 +680,17 @@ class AlpacaBroker:
         200 requests a minute; their fills come on the stream (or the regular
         polling) and risk's order_pending rule covers the gap.
 
-        The polls run concurrently (at most ``max_concurrent_submits`` at
-        once): the bar waits for one round trip, not one per order. Each
-        order's events still go out whole and one order at a time.
+        Several orders are read with one request (the newest orders of their
+        symbols, newest first): one round trip and one of the 200 requests a
+        minute, where a poll each took a worker thread and a request per
+        order. An order that list does not show (or a failed list) is polled
+        by itself; those polls run concurrently (at most
+        ``max_concurrent_submits`` at once). Each order's events still go out
+        whole and one order at a time.
         """
         live = [t.coid for t in self._orders.live() if t.market and t.symbol in symbols]
+        if len(live) > 1:
+            live = await self._poll_listed(live)
         if len(live) <= 1:
             for coid in live:
                 await self._poll(coid)
@@ -697,6 +704,32 @@ class AlpacaBroker:
         async with anyio.create_task_group() as tg:
             for coid in live:
                 tg.start_soon(poll, coid)
+
+    async def _poll_listed(self, coids: list[str]) -> list[str]:
+        """Read the orders ``coids`` with one list request; return those it did not show."""
+        symbols = sorted({t.symbol for c in coids if (t := self._orders.get(c)) is not None})
+        request = GetOrdersRequest(
+            # Nested: an entry carries its bracket legs, as a lookup by id does.
+            status=QueryOrderStatus.ALL, limit=_OPEN_ORDERS_LIMIT, nested=True,
+            # A long universe would make a long URL; the limit still covers
+            # our orders, which are the newest.
+            symbols=symbols if len(symbols) <= _LIST_SYMBOLS_MAX else None,
+        )
+        try:
+            raw = await self._call("orders poll", self._client.get_orders, request)
+            listed = convert_payload(raw, list[WireOrder], "orders poll")
+        except (_Transient, BrokerError) as exc:
+            log.warning("alpaca.poll_failed", orders=len(coids), error=str(exc))
+            return coids
+        now = anyio.current_time()
+        wanted = set(coids)
+        found = {o.client_order_id: o for o in listed if o.client_order_id in wanted}
+        for coid in coids:
+            order = found.get(coid)
+            if order is not None and self._orders.is_live(coid):
+                async with self._emit_lock:
+                    await self._send(self._orders.on_state(order, now))
+        return [c for c in coids if c not in found]
 
     async def _send(self, messages: Sequence[OrderEvent]) -> None:
         for msg in messages:
