@@ -18,7 +18,7 @@ import pytest
 
 from trader.actors.feed import LiveFeed
 from trader.config import Config, decode_config
-from trader.data.synth import synth_bars
+from trader.data.synth import synth_bars, write_csv
 from trader.graph import Graph
 from trader.messages import BarClosed, BarsClosed, decode
 from trader.runner import run_live, run_replay
@@ -59,6 +59,26 @@ def _sandbox_orders(sb: Sandbox) -> dict[str, tuple[str, float]]:
         o.client_order_id: (o.status, round(o.filled_qty, 9))
         for o in sb.market.exchange.orders.values()
     }
+
+
+def _commands(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The journal's signals and order commands, in a run-independent order."""
+    with sqlite3.connect(db) as conn:
+        signals = conn.execute(
+            "SELECT ts_ns, strategy, symbol, target_weight FROM signals ORDER BY 1, 3"
+        ).fetchall()
+        orders = conn.execute(
+            "SELECT client_order_id, side, qty, notional_cents, order_type FROM orders "
+            "ORDER BY 1").fetchall()
+    return signals, orders
+
+
+def _journaled_bars(db: Path) -> list[tuple[int, str]]:
+    """``(ts_ns, symbol)`` of every journaled bar (batching differs between replay and live)."""
+    with sqlite3.connect(db) as conn:
+        bodies = conn.execute("SELECT body FROM journal WHERE type = 'BarsClosed'").fetchall()
+    batches = [m for m in (decode(body) for (body,) in bodies) if isinstance(m, BarsClosed)]
+    return sorted((b.ts_ns, b.symbol) for m in batches for b in m.bars)
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -166,8 +186,6 @@ async def test_replay_and_live_make_the_same_signals_and_order_commands(tmp_path
     """The same bars through trader replay and through trader run give the same client order ids."""
     tables = synth_bars(SYMBOLS, days=40, freq="1d", seed=8)
     data = tmp_path / "data"
-    from trader.data.synth import write_csv
-
     write_csv(tables, data)
     live_db = tmp_path / "live.db"
     async with Sandbox(tables, speed="max") as sb:
@@ -176,18 +194,8 @@ async def test_replay_and_live_make_the_same_signals_and_order_commands(tmp_path
     replay_cfg = _config(replay_db, data={"dir": str(data)})
     await run_replay(replay_cfg)
 
-    def commands(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        with sqlite3.connect(db) as conn:
-            signals = conn.execute(
-                "SELECT ts_ns, strategy, symbol, target_weight FROM signals ORDER BY 1, 3"
-            ).fetchall()
-            orders = conn.execute(
-                "SELECT client_order_id, side, qty, notional_cents, order_type FROM orders "
-                "ORDER BY 1").fetchall()
-        return signals, orders
-
-    live_signals, live_orders = commands(live_db)
-    replay_signals, replay_orders = commands(replay_db)
+    live_signals, live_orders = _commands(live_db)
+    replay_signals, replay_orders = _commands(replay_db)
     assert live_orders, "the scenario must trade"
     assert live_signals == replay_signals
     assert live_orders == replay_orders
@@ -222,8 +230,6 @@ async def test_a_strategy_crash_in_the_daemon_skips_no_bar_and_changes_no_decisi
     the signals and orders a replay of the same bars makes without any crash."""
     tables = synth_bars(SYMBOLS, days=40, freq="1d", seed=8)
     data = tmp_path / "data"
-    from trader.data.synth import write_csv
-
     write_csv(tables, data)
     ibm = [int(t) for t in tables["IBM"].ts_ns]
     monkeypatch.setattr(CrashesOnceSmaCross, "crash_on", ("IBM", ibm[20]))
@@ -243,23 +249,8 @@ async def test_a_strategy_crash_in_the_daemon_skips_no_bar_and_changes_no_decisi
     replay_db = tmp_path / "replay.db"
     await run_replay(_config(replay_db, data={"dir": str(data)}))
 
-    def decisions(
-        db: Path,
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[int, str]]]:
-        with sqlite3.connect(db) as conn:
-            signals = conn.execute(
-                "SELECT ts_ns, strategy, symbol, target_weight FROM signals ORDER BY 1, 3"
-            ).fetchall()
-            orders = conn.execute(
-                "SELECT client_order_id, side, qty, notional_cents, order_type FROM orders "
-                "ORDER BY 1").fetchall()
-            bodies = conn.execute(
-                "SELECT body FROM journal WHERE type = 'BarsClosed'").fetchall()
-        # Every bar journaled once: the one crashed on too.
-        batches = [m for m in (decode(body) for (body,) in bodies) if isinstance(m, BarsClosed)]
-        bars = sorted((b.ts_ns, b.symbol) for m in batches for b in m.bars)
-        return signals, orders, bars
-
-    live = decisions(live_db)
-    assert live[1], "the scenario must trade"
-    assert live == decisions(replay_db)
+    live_signals, live_orders = _commands(live_db)
+    assert live_orders, "the scenario must trade"
+    assert (live_signals, live_orders) == _commands(replay_db)
+    # Every bar journaled once: the one crashed on too.
+    assert _journaled_bars(live_db) == _journaled_bars(replay_db)
