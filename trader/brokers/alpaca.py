@@ -688,9 +688,10 @@ class AlpacaBroker:
         ``max_concurrent_submits`` at once). Each order's events still go out
         whole and one order at a time.
         """
-        live = [t.coid for t in self._orders.live() if t.market and t.symbol in symbols]
+        tracks = [t for t in self._orders.live() if t.market and t.symbol in symbols]
+        live = [t.coid for t in tracks]
         if len(live) > 1:
-            live = await self._poll_listed(live)
+            live = await self._poll_listed(live, {t.symbol for t in tracks})
         if len(live) <= 1:
             for coid in live:
                 await self._poll(coid)
@@ -705,15 +706,15 @@ class AlpacaBroker:
             for coid in live:
                 tg.start_soon(poll, coid)
 
-    async def _poll_listed(self, coids: list[str]) -> list[str]:
-        """Read the orders ``coids`` with one list request; return those it did not show."""
-        symbols = sorted({t.symbol for c in coids if (t := self._orders.get(c)) is not None})
+    async def _poll_listed(self, coids: list[str], symbols: Collection[str]) -> list[str]:
+        """Read the orders ``coids`` (in ``symbols``) with one list request; return those
+        it did not show."""
         request = GetOrdersRequest(
             # Nested: an entry carries its bracket legs, as a lookup by id does.
             status=QueryOrderStatus.ALL, limit=_OPEN_ORDERS_LIMIT, nested=True,
             # A long universe would make a long URL; the limit still covers
             # our orders, which are the newest.
-            symbols=symbols if len(symbols) <= _LIST_SYMBOLS_MAX else None,
+            symbols=sorted(symbols) if len(symbols) <= _LIST_SYMBOLS_MAX else None,
         )
         try:
             raw = await self._call("orders poll", self._client.get_orders, request)
