@@ -261,7 +261,8 @@ class Rig:
         # Closed: the recorder holds its transaction open until the test opens it.
         self.disk = anyio.Event()
         self.disk.set()
-        out: Channel[Message] = Channel("out", 1024)
+        self.out: Channel[Message] = Channel("out", 1024)
+        out = self.out
         self.actor = ExecutionActor(
             self.inbox,
             Outbox("execution", {t: [out] for t in _EXECUTION_EMITS}, self.journal,
@@ -434,3 +435,80 @@ async def test_a_submit_that_raises_crashes_the_actor_and_the_unsent_orders_wait
         back.append(rig.inbox.receive_nowait())
     assert back == [orders[0], orders[2], orders[3]]
     assert rig.inflight.count == 3  # the dropped one is done; the rest still count
+
+
+def _fill(symbol: str) -> OrderFilled:
+    return OrderFilled(ts_ns=T, client_order_id=ClientOrderId(f"s:{symbol}:{T}:buy"),
+                       symbol=symbol, execution_id=f"e-{symbol}", side="buy", qty=1.0,
+                       price=100.0, commission_cents=0, cum_qty=1.0, avg_price=100.0,
+                       status="filled")
+
+
+def _drain(channel: Channel[Message]) -> list[Message]:
+    got = []
+    while True:
+        try:
+            got.append(channel.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return got
+
+
+@pytest.mark.asyncio
+async def test_fills_that_arrive_together_share_one_commit_and_none_is_seen_before_it() -> None:
+    """Five fills of one bar (market first books them together): nothing downstream sees
+    any of them until the journal has committed them, and that is one commit, not five."""
+    broker = GatedBroker(set())
+    rig = Rig(broker)
+    fills = [_fill(symbol) for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA")]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+            await tg.start(rig.actor.run)
+            await anyio.wait_all_tasks_blocked()
+            _drain(rig.out)  # reconciliation's facts
+            before = rig.transactions
+            rig.disk = anyio.Event()  # a slow disk: nothing commits yet
+            for fill in fills:
+                assert broker.updates.try_send(fill)
+            await anyio.wait_all_tasks_blocked()
+            assert _drain(rig.out) == []  # not before the journal has them
+            rig.disk.set()
+            await anyio.wait_all_tasks_blocked()
+            assert rig.transactions == before + 1
+            assert _drain(rig.out) == fills  # all of them, in the broker's order
+            tg.cancel_scope.cancel()
+
+
+class _PoisonedExecution(ExecutionActor):
+    def _admit(self, msg: Message) -> bool | None:
+        if isinstance(msg, OrderFilled) and msg.symbol == "IBM":
+            raise ValueError("a bug in the state machine")
+        return super()._admit(msg)
+
+
+@pytest.mark.asyncio
+async def test_an_update_the_actor_crashes_on_is_dropped_and_the_rest_of_its_batch_waits() -> None:
+    """The fills before and after the poison one are neither lost nor sent on half-booked:
+    they wait, in order, for the next incarnation (which starts from a reconciliation)."""
+    broker = GatedBroker(set())
+    rig = Rig(broker)
+    actor = _PoisonedExecution(
+        rig.inbox, Outbox("execution", {t: [rig.out] for t in _EXECUTION_EMITS}, rig.journal,
+                          rig.commits),
+        broker=broker, now_ns=lambda: T, known_orders=list)
+    fills = [_fill("AAPL"), _fill("IBM"), _fill("MSFT")]
+
+    async def crash() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.record)
+            await tg.start(actor.run)
+            await anyio.wait_all_tasks_blocked()
+            _drain(rig.out)
+            for fill in fills:
+                assert broker.updates.try_send(fill)
+
+    with anyio.fail_after(10), pytest.raises(ExceptionGroup) as crashed:
+        await crash()
+    assert "a bug in the state machine" in repr(crashed.value.exceptions)
+    assert [m for m in _drain(rig.out) if isinstance(m, OrderFilled)] == []
+    assert _drain(broker.updates) == [fills[0], fills[2]]

@@ -177,6 +177,27 @@ class Outbox:
         if self.pending:
             await self.flush()
 
+    async def emit_durably(self, msgs: Sequence[Message]) -> None:
+        """:meth:`emit` ``durable=True`` for several messages, with one commit for all.
+
+        Each is journaled, in order; once the journal has committed the last,
+        all go downstream, in order. So none is seen before it is on disk, and
+        fifty fills booked together wait for one commit, not fifty.
+        """
+        if self._journal is None or self._commits is None:
+            for msg in msgs:
+                await self.emit(msg)
+            return
+        await self.flush()
+        jrn = self._journal
+        for msg in msgs:
+            await jrn.send((self.source, msg))
+        await self._commits.wait_for(jrn.sent)
+        for msg in msgs:
+            self.post(msg, journal=False)
+        if self.pending:
+            await self.flush()
+
     def routes(self, msg_type: type[Message]) -> bool:
         return msg_type in self._routes
 

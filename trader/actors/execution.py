@@ -36,7 +36,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from trader.actors.base import Outbox, consume
+from trader.actors.base import Outbox, consume, put_back_after_cancel, put_back_after_crash
 from trader.brokers.base import Broker, OrderState
 from trader.channels import Channel
 from trader.errors import BrokerRejected
@@ -118,7 +118,10 @@ class ExecutionActor:
             # could fill unseen.
             await tg.start(broker.stream)
             await self._reconcile()
-            tg.start_soon(consume, broker.updates, self._on_update, self.name)
+            if broker.durable_updates and broker.updates.driver is None:
+                tg.start_soon(self._serve_updates)
+            else:
+                tg.start_soon(consume, broker.updates, self._on_update, self.name)
             task_status.started()
             if self._inbox.driver is not None:
                 # Inline delivery (replay): one command after another, in the
@@ -407,9 +410,67 @@ class ExecutionActor:
             await self._out.emit(msg, durable=durable)
 
     async def _on_update(self, msg: Message) -> None:
+        durable = self._admit(msg)
+        if durable is not None:
+            await self._emit(msg, durable=durable)
+
+    async def _serve_updates(self) -> None:
+        """The broker's updates when it outlives us: :meth:`_on_update`, a batch at a time.
+
+        Why batches: every fill and final state is committed before it goes
+        downstream, and the fills of a bar arrive together (market first books
+        fifty at once in a burst). One commit for the batch, not one each,
+        keeps that from costing a commit's round trip per fill. Nothing goes
+        downstream before the journal has it, and the order is kept.
+
+        Crash and cancellation semantics are :func:`~trader.actors.base.consume`'s.
+        """
+        updates = self._broker.updates
+        while True:
+            try:
+                batch = await updates.receive_batch()
+            except anyio.EndOfStream:
+                return
+            out: list[Message] = []
+            durable = False
+            i = 0
+            try:
+                for msg in batch:
+                    admitted = self._admit(msg)
+                    if admitted is not None:
+                        out.append(msg)
+                        durable = durable or admitted
+                    i += 1
+                if durable:
+                    async with self._emit_lock:
+                        await self._out.emit_durably(out)
+                else:
+                    for msg in out:
+                        await self._emit(msg)
+            except Exception as exc:
+                if i < len(batch):
+                    # The successor (fresh state, reconciled) takes the rest,
+                    # including what this one admitted but never sent on.
+                    # (The poison message first: it is the one dropped.)
+                    put_back_after_crash(updates, [batch[i], *batch[:i], *batch[i + 1:]], 0,
+                                         exc, self.name)
+                else:
+                    # Handled, but not delivered: not a reason to book it twice.
+                    updates.done(len(batch))
+                raise
+            except BaseException:
+                # Cancelled mid-way: the successor reconciles with the broker
+                # and handles the whole batch again (a fill already booked is
+                # recognised by its cumulative quantity).
+                put_back_after_cancel(updates, batch, 0)
+                raise
+            updates.done(len(batch))
+
+    def _admit(self, msg: Message) -> bool | None:
+        """Apply an update to the order's state: None to drop it, else whether it
+        must be durable before anyone downstream sees it."""
         if not isinstance(msg, OrderEvent):
-            await self._emit(msg)
-            return
+            return False
         tracked = self._orders.get(msg.client_order_id)
         if tracked is None:
             # An order we did not send in this incarnation (placed by hand, or
@@ -422,24 +483,23 @@ class ExecutionActor:
             if not (isinstance(msg, OrderAccepted) and tracked.phase != "pending_new"):
                 log.warning("ignored out-of-order update", client_order_id=msg.client_order_id,
                             symbol=msg.symbol, phase=tracked.phase, update=new_phase)
-            return
+            return None
         if isinstance(msg, OrderFilled) and msg.cum_qty <= tracked.filled_qty + 1e-9:
             # Already booked (by reconciliation or polling): one execution, once.
             log.info("duplicate fill ignored", client_order_id=msg.client_order_id,
                      symbol=msg.symbol, execution_id=msg.execution_id)
-            return
+            return None
         tracked.phase = new_phase
         tracked.broker_order_id = msg.broker_order_id or tracked.broker_order_id
         if isinstance(msg, OrderFilled):
             tracked.filled_qty = msg.cum_qty
-        durable = self._broker.durable_updates and (
-            isinstance(msg, OrderFilled) or new_phase in TERMINAL
-        )
-        await self._emit(msg, durable=durable)
         if new_phase in TERMINAL:
             # Keep only what is live: a finished order cannot change again,
             # and the journal has it.
             del self._orders[msg.client_order_id]
+        return self._broker.durable_updates and (
+            isinstance(msg, OrderFilled) or new_phase in TERMINAL
+        )
 
 
 def _phase_of(msg: OrderEvent) -> OrderPhase:
