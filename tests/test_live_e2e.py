@@ -9,6 +9,7 @@ about every order. That last condition is also the property under test.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +22,7 @@ from trader.config import Config, decode_config
 from trader.data.synth import synth_bars, write_csv
 from trader.graph import Graph
 from trader.messages import BarClosed, BarsClosed, decode
-from trader.runner import run_live, run_replay
+from trader.runner import GIL_SWITCH_INTERVAL_S, run_live, run_replay
 from trader.sandbox import Sandbox
 from trader.strategies.sma_cross import SmaCross
 
@@ -134,6 +135,7 @@ class Daemon:
 async def _drive(sb: Sandbox, config: Config, db: Path, steps: int,
                  after_step: Callable[[int], Awaitable[None]] | None = None) -> None:
     daemon = Daemon(sb, config, db)
+    switch_interval = sys.getswitchinterval()
     async with anyio.create_task_group() as tg:
         async def run() -> None:
             await run_live(config, sandbox=sb, on_graph=lambda g: setattr(daemon, "graph", g))
@@ -141,6 +143,8 @@ async def _drive(sb: Sandbox, config: Config, db: Path, steps: int,
         tg.start_soon(run)
         await _until(lambda: daemon.graph is not None and daemon.feed() is not None
                      and daemon.graph.ready, "daemon ready")
+        # The journal's and alpaca-py's threads get the GIL back within 0.5 ms.
+        assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL_S
         for step in range(steps):
             await sb.market.advance(bars=1)
             await daemon.settle()
@@ -148,6 +152,7 @@ async def _drive(sb: Sandbox, config: Config, db: Path, steps: int,
                 await after_step(step)
         assert daemon.graph is not None
         daemon.graph.request_stop()
+    assert sys.getswitchinterval() == switch_interval  # the process's own, once it is done
 
 
 @pytest.mark.asyncio

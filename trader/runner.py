@@ -11,9 +11,10 @@ import contextlib
 import gc
 import hashlib
 import signal
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -227,6 +228,25 @@ class LiveOutcome(msgspec.Struct, kw_only=True):
     db_path: str
 
 
+# Why: the daemon's other threads (the journal's, alpaca-py's) let go of the
+# GIL around every blocking call and must take it back from the event loop;
+# while the loop is busy (a burst of bars) each of those waits out the
+# interpreter's switch interval, 5 ms by default. A commit of a few
+# statements then took tens of milliseconds. A shorter turn bounds each
+# wait; the loop loses nothing measurable to the extra switches.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+@contextlib.contextmanager
+def _short_gil_turns() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, GIL_SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 async def run_live(
     config: Config,
     *,
@@ -255,6 +275,7 @@ async def run_live(
 
     path = db_path or config.run.db
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(_short_gil_turns())
         alpaca = config.alpaca
         if config.sandbox.enabled and sandbox is None:
             from trader.sandbox.app import Sandbox
