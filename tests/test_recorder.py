@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from trader.actors.base import JournalCommits, JournalRecord, Outbox
 from trader.actors.recorder import Recorder, RunInfo, insert_rows
 from trader.channels import Channel
-from trader.messages import ClientOrderId, Message, SubmitOrder
+from trader.messages import (
+    ClientOrderId,
+    Message,
+    OrderAccepted,
+    OrderFilled,
+    PositionChanged,
+    SubmitOrder,
+)
 
 T = 1_704_230_400_000_000_000
 
@@ -74,3 +81,42 @@ def test_a_large_batch_is_a_handful_of_statements_not_one_per_row(tmp_path: Path
     assert conn.execute("SELECT COUNT(*), SUM(v) FROM t").fetchone() == (1000, 249750.0)
     inserts = [s for s in statements if s.startswith("INSERT")]
     assert len(inserts) <= 10  # 3 x 256 + 3 x 64 + 2 x 16 + 2 x 4: 10
+
+
+@pytest.mark.asyncio
+async def test_a_batch_of_order_lives_lands_whole_in_every_table(tmp_path: Path) -> None:
+    """Twenty orders submitted, accepted, filled and booked in one transaction: each table
+    has its rows, and the order events keep each order's sequence."""
+    inbox: Channel[JournalRecord] = Channel("recorder", 1024)
+    commits = JournalCommits()
+    run = RunInfo(run_id="r", mode="live", started_wall_ns=0, config="{}", data_hash="",
+                  code_version="test")
+    recorder = Recorder(inbox, path=tmp_path / "j.db", run=run, commits=commits,
+                        linger_s=0.0)
+    for n in range(20):
+        order = _order(n)
+        coid = order.client_order_id
+        inbox.try_send(("risk", order))
+        inbox.try_send(("execution", OrderAccepted(
+            ts_ns=T + n, client_order_id=coid, symbol="AAPL", broker_order_id=f"b{n}")))
+        inbox.try_send(("execution", OrderFilled(
+            ts_ns=T + n + 1, client_order_id=coid, symbol="AAPL", broker_order_id=f"b{n}",
+            execution_id=f"e{n}", side="buy", qty=1.0, price=100.0 + n, commission_cents=1,
+            cum_qty=1.0, avg_price=100.0 + n, status="filled")))
+        inbox.try_send(("risk", PositionChanged(ts_ns=T + n + 1, symbol="AAPL", qty=n + 1.0,
+                                                avg_price=100.0, realized_pnl_cents=0)))
+    inbox.close()
+    with anyio.fail_after(10):
+        await recorder.run()
+    with sqlite3.connect(tmp_path / "j.db") as db:
+        assert db.execute("SELECT COUNT(*), MIN(status), MAX(status) FROM orders").fetchone() \
+            == (20, "filled", "filled")
+        assert db.execute("SELECT SUM(price * qty), SUM(commission_cents) FROM fills") \
+            .fetchone() == (sum(100.0 + n for n in range(20)), 20)
+        assert [q for (q,) in db.execute("SELECT qty FROM positions ORDER BY ts_ns")] == [
+            n + 1.0 for n in range(20)]
+        events = db.execute("SELECT client_order_id, seq, event FROM order_events "
+                            "ORDER BY client_order_id, seq").fetchall()
+    assert len(events) == 60
+    assert {tuple(e for _, _, e in events[i:i + 3]) for i in range(0, 60, 3)} == {
+        ("submitted", "accepted", "filled")}

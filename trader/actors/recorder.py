@@ -37,7 +37,7 @@ import functools
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,16 @@ CREATE TABLE IF NOT EXISTS accounts (
 """
 
 
+# Tables only ever appended to, and read by nothing else the recorder writes:
+# their rows may go in after the batch's other statements, many to a
+# statement (see insert_rows). Each maps to its multi-row form.
+_POSITIONS = "INSERT INTO positions VALUES (?, ?, ?, ?, ?, ?, ?)"
+_ACCOUNTS = "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_FILLS = "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_EVENTS = "INSERT INTO order_events VALUES (?, ?, ?, ?, ?, ?)"
+_APPEND_ONLY = {sql: sql.split(" (", 1)[0] for sql in (_POSITIONS, _ACCOUNTS, _FILLS, _EVENTS)}
+
+
 class RunInfo:
     """What identifies a run in the ``runs`` table."""
 
@@ -324,6 +334,7 @@ class Recorder:
         journal: list[tuple[Any, ...]] = []
         equity: list[tuple[Any, ...]] = []
         statements: list[tuple[str, tuple[Any, ...]]] = []
+        appends: dict[str, list[tuple[Any, ...]]] = {}
         seq = self._seq
         for source, msg in batch:
             key = (msg.ts_ns, source)
@@ -336,13 +347,18 @@ class Recorder:
                     for t, e, x in zip(msg.ts, msg.equity_cents, msg.exposure_cents, strict=True)
                 )
             else:
-                statements.extend(self._rows(run_id, source, n, msg))
+                for sql, params in self._rows(run_id, source, n, msg):
+                    insert = _APPEND_ONLY.get(sql)
+                    if insert is None:
+                        statements.append((sql, params))
+                    else:
+                        appends.setdefault(insert, []).append(params)
         prune = self._prune_due(batch) if self._retention_ns else None
         # One trip to the database thread per batch: aiosqlite would otherwise
         # hop threads for every statement. (_execute is aiosqlite's own
         # "run this function on the connection's thread".)
         pruned: int = await db._execute(  # type: ignore[no-untyped-call]
-            _write_sync, db._conn, journal, equity, statements, prune
+            _write_sync, db._conn, journal, equity, statements, prune, appends
         )
         if prune is not None:
             self._pruned(prune[1], pruned)
@@ -406,13 +422,13 @@ class Recorder:
                 return self._order_event(run_id, msg)
             case PositionChanged():
                 return [(
-                    "INSERT INTO positions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    _POSITIONS,
                     (run_id, msg.ts_ns, msg.symbol, n, msg.qty, msg.avg_price,
                      msg.realized_pnl_cents),
                 )] if source == "risk" else []
             case AccountUpdated():
                 return [(
-                    "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _ACCOUNTS,
                     (run_id, msg.ts_ns, n, msg.cash_cents, msg.equity_cents,
                      msg.buying_power_cents, msg.gross_exposure_cents, msg.realized_pnl_cents,
                      msg.unrealized_pnl_cents),
@@ -423,7 +439,7 @@ class Recorder:
                 delist_id = f"delist:{msg.symbol}:{msg.ts_ns}"
                 qty = abs(msg.qty)
                 return [(
-                    "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _FILLS,
                     (run_id, delist_id, msg.ts_ns, delist_id, msg.symbol,
                      "sell" if msg.qty > 0 else "buy", qty, msg.price, 0, qty, msg.price),
                 )]
@@ -438,7 +454,7 @@ class Recorder:
         seq = self._event_seq[coid]
         self._event_seq[coid] = seq + 1
         return (
-            "INSERT INTO order_events VALUES (?, ?, ?, ?, ?, ?)",
+            _EVENTS,
             (run_id, ts_ns, coid, seq, event, detail),
         )
 
@@ -464,7 +480,7 @@ class Recorder:
                 out.append(self._event(run_id, msg.ts_ns, coid, "accepted", ""))
             case OrderFilled():
                 out.append((
-                    "INSERT OR IGNORE INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _FILLS,
                     (run_id, msg.execution_id, msg.ts_ns, coid, msg.symbol, msg.side, msg.qty,
                      msg.price, msg.commission_cents, msg.cum_qty, msg.avg_price),
                 ))
@@ -495,13 +511,18 @@ def _write_sync(
     equity: list[tuple[Any, ...]],
     statements: list[tuple[str, tuple[Any, ...]]],
     prune: tuple[int, int] | None = None,
+    appends: Mapping[str, list[tuple[Any, ...]]] | None = None,
 ) -> int:
     """Runs on aiosqlite's thread: the whole batch (and a retention pass) in one
-    transaction. Returns how many bar records the pass deleted."""
+    transaction. ``statements`` run in order; ``appends`` (rows of append-only
+    tables, by their ``INSERT ... VALUES``) after them, many rows to a
+    statement. Returns how many bar records the pass deleted."""
     insert_rows(conn, "INSERT INTO journal VALUES", journal, 6)
     insert_rows(conn, "INSERT OR REPLACE INTO equity VALUES", equity, 4)
     for sql, params in statements:
         conn.execute(sql, params)
+    for insert, rows in (appends or {}).items():
+        insert_rows(conn, insert, rows, len(rows[0]))
     deleted = prune_bars(conn, *prune, limit=PRUNE_CHUNK) if prune is not None else 0
     conn.commit()
     return deleted
