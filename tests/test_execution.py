@@ -84,6 +84,15 @@ def _known(coid: str, filled: float = 0.0, avg: float | None = None) -> KnownOrd
                       filled_qty=filled, avg_price=avg)
 
 
+def _drain(channel: Channel[Message]) -> list[Message]:
+    got = []
+    while True:
+        try:
+            got.append(channel.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return got
+
+
 async def _run(broker: FakeBroker, known: list[KnownOrder],
                commands: Sequence[SubmitOrder] = ()) -> list[Message]:
     inbox: Channel[Message] = Channel("execution", 64)
@@ -98,12 +107,7 @@ async def _run(broker: FakeBroker, known: list[KnownOrder],
             for cmd in commands:
                 await inbox.send(cmd)
             inbox.close()
-    got = []
-    while True:
-        try:
-            got.append(out.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            return got
+    return _drain(out)
 
 
 @pytest.mark.asyncio
@@ -442,15 +446,6 @@ def _fill(symbol: str) -> OrderFilled:
                        symbol=symbol, execution_id=f"e-{symbol}", side="buy", qty=1.0,
                        price=100.0, commission_cents=0, cum_qty=1.0, avg_price=100.0,
                        status="filled")
-
-
-def _drain(channel: Channel[Message]) -> list[Message]:
-    got = []
-    while True:
-        try:
-            got.append(channel.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            return got
 
 
 @pytest.mark.asyncio

@@ -31,18 +31,24 @@ def _order(n: int) -> SubmitOrder:
                        strategy="s", symbol="AAPL", side="buy", qty=1.0)
 
 
+def _recorder(tmp_path: Path, *, linger_s: float) -> tuple[
+        Channel[JournalRecord], JournalCommits, Recorder]:
+    """A recorder of a live run writing tmp_path/j.db: its inbox, commits and itself."""
+    inbox: Channel[JournalRecord] = Channel("recorder", 1024)
+    commits = JournalCommits()
+    run = RunInfo(run_id="r", mode="live", started_wall_ns=0, config="{}", data_hash="",
+                  code_version="test")
+    return inbox, commits, Recorder(inbox, path=tmp_path / "j.db", run=run, commits=commits,
+                                    linger_s=linger_s)
+
+
 @pytest.mark.asyncio
 async def test_a_journal_barrier_is_committed_at_once_not_after_the_linger(
     tmp_path: Path,
 ) -> None:
     """With a 60 s group-commit linger, a record nobody waits for stays queued, and a
     barrier (an order about to go to the broker) has it committed at once."""
-    inbox: Channel[JournalRecord] = Channel("recorder", 1024)
-    commits = JournalCommits()
-    run = RunInfo(run_id="r", mode="live", started_wall_ns=0, config="{}", data_hash="",
-                  code_version="test")
-    recorder = Recorder(inbox, path=tmp_path / "j.db", run=run, commits=commits,
-                        linger_s=60.0)
+    inbox, commits, recorder = _recorder(tmp_path, linger_s=60.0)
     sink: Channel[Message] = Channel("execution", 64)
     risk = Outbox("risk", {SubmitOrder: [sink]}, inbox, commits)
     execution = Outbox("execution", {}, inbox, commits)
@@ -87,12 +93,7 @@ def test_a_large_batch_is_a_handful_of_statements_not_one_per_row(tmp_path: Path
 async def test_a_batch_of_order_lives_lands_whole_in_every_table(tmp_path: Path) -> None:
     """Twenty orders submitted, accepted, filled and booked in one transaction: each table
     has its rows, and the order events keep each order's sequence."""
-    inbox: Channel[JournalRecord] = Channel("recorder", 1024)
-    commits = JournalCommits()
-    run = RunInfo(run_id="r", mode="live", started_wall_ns=0, config="{}", data_hash="",
-                  code_version="test")
-    recorder = Recorder(inbox, path=tmp_path / "j.db", run=run, commits=commits,
-                        linger_s=0.0)
+    inbox, _, recorder = _recorder(tmp_path, linger_s=0.0)
     for n in range(20):
         order = _order(n)
         coid = order.client_order_id
