@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Collection, Sequence
 
 import anyio
 import pytest
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from trader.actors.base import JournalCommits, JournalRecord, Outbox
 from trader.actors.execution import ExecutionActor
@@ -273,6 +274,15 @@ class Rig:
                    self.commits),
             broker=broker, now_ns=lambda: T, known_orders=list, max_in_flight=max_in_flight)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[TaskGroup]:
+        """The recorder and the started actor in a task group, all within 10 s."""
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.record)
+                await tg.start(self.actor.run)
+                yield tg
+
     async def record(self) -> None:
         """The recorder's contract: a batch is durable once ``advance`` says so."""
         while True:
@@ -299,25 +309,22 @@ async def test_orders_of_different_symbols_are_at_the_broker_at_once_each_journa
     """Five orders decided together: one journal commit, then all five at the broker at once."""
     broker = GatedBroker(set())
     rig = Rig(broker)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rig.record)
-            await tg.start(rig.actor.run)
-            await anyio.wait_all_tasks_blocked()
-            before = rig.transactions
-            rig.disk = anyio.Event()  # a slow disk: nothing commits yet
-            for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA"):
-                rig.risk.post(_order(symbol))
-            await anyio.wait_all_tasks_blocked()
-            assert broker.started == []  # not before the journal has them
-            rig.disk.set()
-            await anyio.wait_all_tasks_blocked()
-            assert broker.most_at_once == 5
-            assert rig.transactions == before + 1  # one barrier for the pass
-            broker.gate.set()
-            await anyio.wait_all_tasks_blocked()
-            assert rig.inflight.count == 0
-            tg.cancel_scope.cancel()
+    async with rig.running() as tg:
+        await anyio.wait_all_tasks_blocked()
+        before = rig.transactions
+        rig.disk = anyio.Event()  # a slow disk: nothing commits yet
+        for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA"):
+            rig.risk.post(_order(symbol))
+        await anyio.wait_all_tasks_blocked()
+        assert broker.started == []  # not before the journal has them
+        rig.disk.set()
+        await anyio.wait_all_tasks_blocked()
+        assert broker.most_at_once == 5
+        assert rig.transactions == before + 1  # one barrier for the pass
+        broker.gate.set()
+        await anyio.wait_all_tasks_blocked()
+        assert rig.inflight.count == 0
+        tg.cancel_scope.cancel()
     assert broker.unjournaled == []
     assert sorted(broker.submitted) == sorted(broker.started)
     assert len(broker.submitted) == 5
@@ -329,17 +336,14 @@ async def test_one_symbols_orders_reach_the_broker_one_after_another_in_risks_or
     broker = GatedBroker(set())
     rig = Rig(broker)
     first, second, other = _order("AAPL", 1), _order("AAPL", 2), _order("IBM", 3)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rig.record)
-            await tg.start(rig.actor.run)
-            for cmd in (first, second, other):
-                rig.risk.post(cmd)
-            await anyio.wait_all_tasks_blocked()
-            assert broker.started == [first.client_order_id, other.client_order_id]
-            broker.gate.set()
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
+    async with rig.running() as tg:
+        for cmd in (first, second, other):
+            rig.risk.post(cmd)
+        await anyio.wait_all_tasks_blocked()
+        assert broker.started == [first.client_order_id, other.client_order_id]
+        broker.gate.set()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
     assert broker.overlapping_symbols == []
     assert broker.submitted.index(first.client_order_id) \
         < broker.submitted.index(second.client_order_id)
@@ -351,17 +355,14 @@ async def test_a_cancel_goes_to_the_broker_only_after_its_orders_submit() -> Non
     broker = GatedBroker(set())
     rig = Rig(broker)
     order = _order("AAPL")
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rig.record)
-            await tg.start(rig.actor.run)
-            rig.risk.post(order)
-            rig.risk.post(CancelOrder(ts_ns=T, client_order_id=order.client_order_id))
-            await anyio.wait_all_tasks_blocked()
-            assert broker.canceled == []
-            broker.gate.set()
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
+    async with rig.running() as tg:
+        rig.risk.post(order)
+        rig.risk.post(CancelOrder(ts_ns=T, client_order_id=order.client_order_id))
+        await anyio.wait_all_tasks_blocked()
+        assert broker.canceled == []
+        broker.gate.set()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
     assert broker.canceled == [(order.client_order_id, True)]
 
 
@@ -370,18 +371,15 @@ async def test_no_more_than_max_in_flight_commands_are_taken_the_rest_wait_in_th
     """With room for two, three of five orders wait in the inbox (backpressure on risk)."""
     broker = GatedBroker(set())
     rig = Rig(broker, max_in_flight=2)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rig.record)
-            await tg.start(rig.actor.run)
-            for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA"):
-                rig.risk.post(_order(symbol))
-            await anyio.wait_all_tasks_blocked()
-            assert broker.most_at_once == 2
-            assert len(rig.inbox) == 3
-            broker.gate.set()
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
+    async with rig.running() as tg:
+        for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA"):
+            rig.risk.post(_order(symbol))
+        await anyio.wait_all_tasks_blocked()
+        assert broker.most_at_once == 2
+        assert len(rig.inbox) == 3
+        broker.gate.set()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
     assert len(broker.submitted) == 5
     assert broker.most_at_once == 2
     assert broker.unjournaled == []
@@ -393,19 +391,16 @@ async def test_a_command_repeated_while_its_order_is_at_the_broker_is_not_sent_a
     broker = GatedBroker(set())
     rig = Rig(broker)
     order = _order("AAPL")
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rig.record)
-            await tg.start(rig.actor.run)
-            rig.risk.post(order)
-            await anyio.wait_all_tasks_blocked()
-            rig.risk.post(order)
-            rig.risk.post(order)
-            await anyio.wait_all_tasks_blocked()
-            broker.gate.set()
-            await anyio.wait_all_tasks_blocked()
-            assert rig.inflight.count == 0
-            tg.cancel_scope.cancel()
+    async with rig.running() as tg:
+        rig.risk.post(order)
+        await anyio.wait_all_tasks_blocked()
+        rig.risk.post(order)
+        rig.risk.post(order)
+        await anyio.wait_all_tasks_blocked()
+        broker.gate.set()
+        await anyio.wait_all_tasks_blocked()
+        assert rig.inflight.count == 0
+        tg.cancel_scope.cancel()
     assert broker.started == [order.client_order_id]
     assert broker.submitted == [order.client_order_id]
 
@@ -455,23 +450,20 @@ async def test_fills_that_arrive_together_share_one_commit_and_none_is_seen_befo
     broker = GatedBroker(set())
     rig = Rig(broker)
     fills = [_fill(symbol) for symbol in ("AAPL", "IBM", "MSFT", "NVDA", "TSLA")]
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(rig.record)
-            await tg.start(rig.actor.run)
-            await anyio.wait_all_tasks_blocked()
-            _drain(rig.out)  # reconciliation's facts
-            before = rig.transactions
-            rig.disk = anyio.Event()  # a slow disk: nothing commits yet
-            for fill in fills:
-                assert broker.updates.try_send(fill)
-            await anyio.wait_all_tasks_blocked()
-            assert _drain(rig.out) == []  # not before the journal has them
-            rig.disk.set()
-            await anyio.wait_all_tasks_blocked()
-            assert rig.transactions == before + 1
-            assert _drain(rig.out) == fills  # all of them, in the broker's order
-            tg.cancel_scope.cancel()
+    async with rig.running() as tg:
+        await anyio.wait_all_tasks_blocked()
+        _drain(rig.out)  # reconciliation's facts
+        before = rig.transactions
+        rig.disk = anyio.Event()  # a slow disk: nothing commits yet
+        for fill in fills:
+            assert broker.updates.try_send(fill)
+        await anyio.wait_all_tasks_blocked()
+        assert _drain(rig.out) == []  # not before the journal has them
+        rig.disk.set()
+        await anyio.wait_all_tasks_blocked()
+        assert rig.transactions == before + 1
+        assert _drain(rig.out) == fills  # all of them, in the broker's order
+        tg.cancel_scope.cancel()
 
 
 class _PoisonedExecution(ExecutionActor):
