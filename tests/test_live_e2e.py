@@ -211,13 +211,22 @@ class CrashesOnceSmaCross(SmaCross):
 
     crash_on: ClassVar[tuple[str, int] | None] = None
     seen_by_incarnation: ClassVar[list[list[int]]] = []
+    #: What each incarnation had been told it holds when it met the crash bar.
+    held_at_crash_bar: ClassVar[list[dict[str, float]]] = []
+    crash_bar: ClassVar[tuple[str, int] | None] = None
 
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         self.seen: list[int] = []
+        self.held: dict[str, float] = {}
         CrashesOnceSmaCross.seen_by_incarnation.append(self.seen)
 
+    def on_position(self, symbol: str, qty: float) -> None:
+        self.held[symbol] = qty
+
     def on_bar(self, bar: BarClosed) -> float | None:
+        if (bar.symbol, bar.ts_ns) == CrashesOnceSmaCross.crash_bar:
+            CrashesOnceSmaCross.held_at_crash_bar.append(dict(self.held))
         if (bar.symbol, bar.ts_ns) == CrashesOnceSmaCross.crash_on:
             CrashesOnceSmaCross.crash_on = None
             raise RuntimeError("a transient fault in the strategy")
@@ -231,14 +240,17 @@ async def test_a_strategy_crash_in_the_daemon_skips_no_bar_and_changes_no_decisi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The strategy raises once, mid-run, on IBM's 21st bar. Its successor rebuilds the
-    indicators from the journal and handles that bar again, so the daemon makes exactly
-    the signals and orders a replay of the same bars makes without any crash."""
+    indicators from the journal, is told the positions its predecessor knew of, and
+    handles that bar again, so the daemon makes exactly the signals and orders a replay
+    of the same bars makes without any crash."""
     tables = synth_bars(SYMBOLS, days=40, freq="1d", seed=8)
     data = tmp_path / "data"
     write_csv(tables, data)
     ibm = [int(t) for t in tables["IBM"].ts_ns]
     monkeypatch.setattr(CrashesOnceSmaCross, "crash_on", ("IBM", ibm[20]))
     monkeypatch.setattr(CrashesOnceSmaCross, "seen_by_incarnation", [])
+    monkeypatch.setattr(CrashesOnceSmaCross, "crash_bar", ("IBM", ibm[20]))
+    monkeypatch.setattr(CrashesOnceSmaCross, "held_at_crash_bar", [])
     live_db = tmp_path / "live.db"
     flaky = {"name": "tests.test_live_e2e:CrashesOnceSmaCross", "instance": "e2e",
              "params": {"fast": 2, "slow": 4}}
@@ -250,6 +262,10 @@ async def test_a_strategy_crash_in_the_daemon_skips_no_bar_and_changes_no_decisi
     assert first == ibm[:20]
     # The successor replayed the journal's bars, then took the bar it crashed on.
     assert second == ibm
+    # Knowing what its predecessor knew of the positions (from the journal).
+    before, after = CrashesOnceSmaCross.held_at_crash_bar
+    assert any(before.values()), "the scenario must hold a position at the crash"
+    assert after == before
 
     replay_db = tmp_path / "replay.db"
     await run_replay(_config(replay_db, data={"dir": str(data)}))

@@ -23,6 +23,7 @@ from trader.channels import Channel
 from trader.cli import main
 from trader.config import decode_config
 from trader.data.synth import synth_bars, write_csv
+from trader.errors import ConfigError
 from trader.maintenance import backup, check
 from trader.messages import (
     BarClosed,
@@ -328,6 +329,34 @@ async def test_bars_are_kept_without_a_retention(tmp_path: Path) -> None:
         await inbox.send_all([("strategy", _bars(day)) for day in range(400)])
         inbox.close()
     assert _bar_days(db) == list(range(400))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("timeframe_s", "days", "refused"), [
+    (86_400, 700, True),   # 512 daily bars are ~2 years of sessions
+    (86_400, 730, False),
+    (60, 3, True),         # 512 minute bars span two sessions, maybe over a weekend
+    (60, 7, False),
+])
+async def test_a_daemon_refuses_a_retention_shorter_than_the_strategys_warm_up(
+    tmp_path: Path, timeframe_s: int, days: int, refused: bool,
+) -> None:
+    """The warm-up after a restart reads journaled bars; a retention that deletes them
+    first is a config error naming the field, before anything starts."""
+    from trader.runner import run_live
+
+    config = decode_config({
+        "run": {"db": str(tmp_path / "j.db")},
+        # No keys and no sandbox: a daemon that got past the check stops at the credentials.
+        "alpaca": {"key_id_env": "TRADER_TEST_NO_SUCH_KEY",
+                   "secret_env": "TRADER_TEST_NO_SUCH_SECRET"},
+        "feed": {"kind": "alpaca", "symbols": ["X"], "timeframe_s": timeframe_s},
+        "recorder": {"bar_retention_days": days},
+    })
+    with pytest.raises(ConfigError) as caught:
+        await run_live(config)
+    field = "$.recorder.bar_retention_days"
+    assert (field in str(caught.value)) is refused, str(caught.value)
 
 
 @pytest.mark.asyncio

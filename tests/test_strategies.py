@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import anyio
 import pytest
 
 from tests.builders import bar, daily_closes
+from trader.actors.base import Outbox
+from trader.actors.strategy import StrategyActor
+from trader.channels import Channel, InFlight
 from trader.errors import ConfigError
+from trader.messages import BarClosed, BarsClosed, BatchCut, Message, SignalEmitted
 from trader.strategies import build, resolve
+from trader.strategies.base import DEFAULT_WARMUP_BARS, Strategy, warmup_bars
 from trader.strategies.breakout import Breakout, BreakoutParams
 from trader.strategies.sma_cross import SmaCross, SmaCrossParams
 
@@ -111,3 +119,72 @@ def test_strategies_resolve_by_name_or_dotted_path() -> None:
         resolve("trader.nothing_here:Thing")
     with pytest.raises(ConfigError, match=r"\$\.strategy\.params\.slow"):
         build("sma_cross", {"slow": "thirty"})
+
+
+# --- a new strategy incarnation (a daemon's restart) ------------------------------------
+
+
+async def _restarted(strategy: Strategy, warmup: list[BarClosed],
+                     held: Mapping[str, float] | None, bars: list[BarClosed]
+                     ) -> list[SignalEmitted]:
+    """Run a StrategyActor as a daemon starts one: warm-up, positions, then ``bars``."""
+    inbox: Channel[Message] = Channel("strategy", 64, InFlight())
+    out: Channel[Message] = Channel("out", 64, None)
+    outbox = Outbox("strategy", {BarsClosed: [], SignalEmitted: [out], BatchCut: []}, None)
+
+    async def positions() -> Mapping[str, float]:
+        assert held is not None
+        return held
+
+    actor = StrategyActor(inbox, outbox, strategy=strategy, instance="s", warmup=warmup,
+                          positions=None if held is None else positions)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            inbox.send_nowait(BarsClosed(ts_ns=bars[-1].ts_ns, bars=tuple(bars)))
+            inbox.close()
+    signals = []
+    while len(out):
+        msg = out.receive_nowait()
+        assert isinstance(msg, SignalEmitted)
+        signals.append(msg)
+    return signals
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_breakout_keeps_trailing_a_position_it_entered_before_its_warm_up(
+) -> None:
+    """The warm-up bars (flat at 10) hold no entry: the position was entered before
+    them. Told the journal's 100 shares, the new instance exits on the first close below
+    the previous two lows (9.5); without them it would sit in a position it never exits."""
+    params = {"entry_lookback": 3, "exit_lookback": 2, "atr_period": 3}
+    warmup = [bar("X", ts, *flat(10)) for ts in DAYS[:5]]
+    drop = [bar("X", DAYS[5], 10, 10.2, 9.0, 9.1, 1000.0)]
+
+    told = await _restarted(build("breakout", params), warmup, {"X": 100.0}, drop)
+    assert [(s.symbol, s.target_weight, s.ts_ns) for s in told] == [("X", 0.0, DAYS[5])]
+    assert await _restarted(build("breakout", params), warmup, None, drop) == []
+
+
+@pytest.mark.asyncio
+async def test_a_position_closed_while_the_strategy_was_down_lets_it_enter_again() -> None:
+    """The warm-up holds the entry at 11 (so the strategy thinks it is long), but the
+    journal says the position was closed since (an operator's flatten): the next
+    breakout above the previous highs (11.2) is a new entry, not ignored."""
+    params = {"entry_lookback": 3, "exit_lookback": 10, "atr_period": 3, "atr_mult": 50.0}
+    warmup = [bar("X", ts, *flat(10)) for ts in DAYS[:4]] + [
+        bar("X", DAYS[4], 10, 11.2, 10, 11, 1000.0)]
+    breakout = [bar("X", DAYS[5], 11, 12.5, 11, 12, 1000.0)]
+
+    told = await _restarted(build("breakout", params), warmup, {"X": 0.0}, breakout)
+    assert [(s.target_weight, s.ts_ns) for s in told] == [(1.0, DAYS[5])]
+    assert await _restarted(build("breakout", params), warmup, None, breakout) == []
+
+
+def test_a_strategy_asks_for_the_warm_up_its_longest_window_needs() -> None:
+    """At least the default; more when a window is longer (the daemon reads that many)."""
+    assert warmup_bars(SmaCross(SmaCrossParams(fast=10, slow=30))) == DEFAULT_WARMUP_BARS
+    assert warmup_bars(SmaCross(SmaCrossParams(fast=50, slow=1000))) == 1001
+    # Wilder's ATR: 40 periods leave its start within e^-40 of an uninterrupted series.
+    long_atr = Breakout(BreakoutParams(entry_lookback=20, exit_lookback=10, atr_period=20))
+    assert warmup_bars(long_atr) == 21 + 40 * 20

@@ -182,6 +182,7 @@ class Graph:
         known_orders: Callable[[], list[KnownOrder]] | None = None,
         warmup: Sequence[BarClosed] = (),
         rewarm: Callable[[], Sequence[BarClosed]] | None = None,
+        positions: Callable[[], Mapping[str, float]] | None = None,
         on_journal_commit: OnJournalCommit | None = None,
         risk_state: str = "ACTIVE",
     ) -> None:
@@ -192,6 +193,7 @@ class Graph:
         self._on_journal_commit = on_journal_commit
         self._warmup = tuple(warmup)
         self._rewarm = rewarm
+        self._positions = positions
         self._warmed: set[str] = set()
         self.config = config
         self.adapters = adapters
@@ -270,6 +272,19 @@ class Graph:
 
         return from_journal
 
+    def _positions_for_strategy(self) -> Callable[[], Awaitable[Mapping[str, float]]] | None:
+        """What a new strategy incarnation is told it holds (a daemon's journal)."""
+        if self._positions is None:
+            return None
+        read, outbox = self._positions, self.outbox("strategy")
+
+        async def from_journal() -> Mapping[str, float]:
+            # The fills its predecessor was told of are committed first.
+            await outbox.barrier()
+            return await anyio.to_thread.run_sync(read)
+
+        return from_journal
+
     def _child_specs(self) -> list[ChildSpec]:
         cfg = self.config
         adapters = self.adapters
@@ -309,6 +324,7 @@ class Graph:
                 strategy=build_strategy(cfg.strategy.name, cfg.strategy.params),
                 instance=cfg.strategy_instance,
                 warmup=self._warmup_for("strategy"),
+                positions=self._positions_for_strategy(),
                 keep_crashed=adapters.mode != "replay",
             )
 
@@ -420,6 +436,7 @@ def build_graph(
     known_orders: Callable[[], list[KnownOrder]] | None = None,
     warmup: Sequence[BarClosed] = (),
     rewarm: Callable[[], Sequence[BarClosed]] | None = None,
+    positions: Callable[[], Mapping[str, float]] | None = None,
     on_journal_commit: OnJournalCommit | None = None,
     risk_state: str = "ACTIVE",
 ) -> Graph:
@@ -432,13 +449,15 @@ def build_graph(
         rewarm: reads the journal's recent bars for later incarnations (a
             daemon; run in a worker thread once the journal is committed).
             Without it, a restarted strategy starts from ``warmup`` again.
+        positions: reads the quantity the journal last recorded per symbol,
+            told to every strategy incarnation after its warm-up (a daemon).
         on_journal_commit: told about every committed journal batch (trader.metrics).
         risk_state: the trading state to start in (``journal.last_risk_state``
             for a restarting daemon; ACTIVE for a backtest).
     """
     return Graph(config, adapters, run, db_path=db_path or config.run.db, inflight=inflight,
                  known_orders=known_orders, warmup=warmup, rewarm=rewarm,
-                 on_journal_commit=on_journal_commit, risk_state=risk_state)
+                 positions=positions, on_journal_commit=on_journal_commit, risk_state=risk_state)
 
 
 def route_table() -> Sequence[tuple[str, str, str]]:

@@ -106,6 +106,24 @@ def recent_bars(db_path: str | Path, limit: int = 512) -> list[BarClosed]:
     return [bars[k] for k in sorted(bars)]
 
 
+def last_positions(db_path: str | Path) -> dict[str, float]:
+    """The quantity the journal last recorded per symbol (0.0 for a closed position).
+
+    Across runs in order of their start, and within a run in the order the
+    changes were journaled (reconciliation's broker truth, then fills).
+    """
+    if not Path(db_path).exists():
+        return {}
+    with contextlib.closing(connect_readonly(db_path)) as db:
+        if not (_has_table(db, "positions") and _has_table(db, "runs")):
+            return {}
+        rows = db.execute(
+            "SELECT p.symbol, p.qty FROM positions p JOIN runs r ON r.run_id = p.run_id "
+            "ORDER BY r.started_wall_ns, p.seq"
+        ).fetchall()
+    return dict(rows)
+
+
 def last_seen(bars: list[BarClosed]) -> dict[str, int]:
     """The latest bar close per symbol."""
     out: dict[str, int] = {}

@@ -270,10 +270,13 @@ async def run_live(
     from trader.actors.feed import LiveFeed
     from trader.brokers.alpaca import AlpacaBroker
     from trader.clock import LiveClock
-    from trader.journal import known_open_orders, last_seen, recent_bars
+    from trader.journal import known_open_orders, last_positions, last_seen, recent_bars
     from trader.secrets import Credentials, load_credentials
 
     path = db_path or config.run.db
+    # Live, a journaled batch is one bar time: as many batches as the
+    # strategy needs bars per symbol.
+    warmup = _warmup_batches(config)
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(_short_gil_turns())
         alpaca = config.alpaca
@@ -306,7 +309,7 @@ async def run_live(
         if not symbols:
             raise ConfigError("$.feed.symbols: the live feed needs a universe of symbols")
 
-        history = recent_bars(path)
+        history = recent_bars(path, warmup)
         clock: Clock = LiveClock() if sandbox is None else _SandboxClock(sandbox.market)
         inflight = InFlight()
         updates: Channel[Message] = Channel("broker", config.channels.execution, inflight)
@@ -327,7 +330,7 @@ async def run_live(
         def feed(graph: Graph) -> Actor:
             # The first incarnation starts from the history read above; a
             # restart re-reads the journal, which has grown since.
-            seen = last_seen(recent_bars(path) if feeds else history)
+            seen = last_seen(recent_bars(path, warmup) if feeds else history)
             for previous in feeds:
                 for symbol, ts in previous.last_emitted.items():
                     seen[symbol] = max(ts, seen.get(symbol, 0))
@@ -363,7 +366,8 @@ async def run_live(
             inflight=inflight,
             known_orders=lambda: known_open_orders(path),
             warmup=history,
-            rewarm=lambda: recent_bars(path),
+            rewarm=lambda: recent_bars(path, warmup),
+            positions=lambda: last_positions(path),
             on_journal_commit=ops.metrics.on_commit if ops is not None else None,
             # A halted daemon stays halted across restarts until an operator resumes.
             risk_state=_last_risk_state(path),
@@ -398,6 +402,35 @@ class _SandboxClock:
         # nothing; a short poll is the honest way to wait for it.
         while self.now_ns() < ts_ns:  # noqa: ASYNC110
             await anyio.sleep(0.05)
+
+
+#: A regular session is 6.5 hours; its bars at the feed's timeframe.
+_SESSION_S = 23_400
+
+
+def _warmup_batches(config: Config) -> int:
+    """How many journaled bar times a new strategy incarnation replays.
+
+    Raises:
+        ConfigError: the bar retention would delete bars the warm-up needs.
+    """
+    from trader.strategies import build
+    from trader.strategies.base import warmup_bars
+
+    bars = warmup_bars(build(config.strategy.name, config.strategy.params))
+    keep = config.recorder.bar_retention_days
+    if keep:
+        per_session = max(1, _SESSION_S // config.feed.timeframe_s)
+        sessions = -(-bars // per_session)
+        # Five sessions a week, and a margin for holidays.
+        days = -(-sessions * 7 // 5) + 4
+        if keep < days:
+            raise ConfigError(
+                f"$.recorder.bar_retention_days: {keep} days keep fewer bars than the "
+                f"strategy's warm-up needs ({bars} bars of {config.feed.timeframe_s} s, "
+                f"about {days} days); keep at least {days}, or 0 to keep every bar"
+            )
+    return bars
 
 
 def _last_risk_state(db_path: str) -> str:

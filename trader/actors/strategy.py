@@ -11,14 +11,17 @@ after the order has reached the simulated market, as it would live.
 A new incarnation replays ``warmup`` silently before its first batch: at
 start, the journal's recent bars; after a crash in a daemon, the journal's
 bars as of the restart (everything its predecessors consumed is committed
-first), so the indicators continue the series instead of restarting it. In a
+first), so the indicators continue the series instead of restarting it. It
+is then told the positions the journal last recorded (``positions``), so a
+strategy whose exits depend on its position (breakout's trailing stop) keeps
+managing one entered before its warm-up window or before a crash. In a
 daemon the batch it crashed on is kept (``keep_crashed``): a bar reaches the
 journal only once the strategy has consumed it, so dropping it would lose it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from trader.actors.base import InboxActor, Outbox
 from trader.channels import Channel
@@ -46,11 +49,14 @@ class StrategyActor(InboxActor):
         strategy: Strategy,
         instance: str,
         warmup: Sequence[BarClosed] | Callable[[], Awaitable[Sequence[BarClosed]]] = (),
+        positions: Callable[[], Awaitable[Mapping[str, float]]] | None = None,
         keep_crashed: bool = False,
     ) -> None:
         """
         Args:
             warmup: the bars to replay first, or an async function returning them.
+            positions: an async function returning the quantity held per
+                symbol, told to the strategy after the warm-up (a daemon).
             keep_crashed: put a batch it crashed on back for the next
                 incarnation (a daemon; the replay feed re-releases it instead).
         """
@@ -58,6 +64,7 @@ class StrategyActor(InboxActor):
         self._strategy = strategy
         self._instance = instance
         self._warmup = warmup
+        self._positions = positions
         self.keep_crashed = keep_crashed
 
     async def setup(self) -> None:
@@ -67,6 +74,12 @@ class StrategyActor(InboxActor):
         on_bar = self._strategy.on_bar
         for bar in bars:
             on_bar(bar)
+        # After the bars: the warm-up's own entries and exits are what the
+        # strategy meant, the recorded positions what actually happened.
+        if self._positions is not None:
+            held = await self._positions()
+            for symbol in sorted(held):
+                self._strategy.on_position(symbol, held[symbol])
 
     def handle(self, msg: Message) -> None:
         if isinstance(msg, BarsClosed):

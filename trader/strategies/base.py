@@ -7,6 +7,12 @@ every fill, so exits can depend on it. Updates must be O(1) per bar.
 
 It is pure and synchronous: no I/O, no clock, no randomness. That is what lets
 replay and live produce the same signals from the same bars.
+
+A daemon rebuilds a new strategy instance (after a restart or a crash) by
+replaying the journal's recent bars to it, then telling it the positions the
+journal last recorded. A strategy whose indicators need more than
+:data:`DEFAULT_WARMUP_BARS` bars per symbol says so with a ``warmup_bars``
+attribute; the daemon then reads that many.
 """
 
 from __future__ import annotations
@@ -16,6 +22,14 @@ from typing import Any, ClassVar, Protocol
 import msgspec
 
 from trader.messages import BarClosed
+
+#: Bars per symbol a daemon replays to a new strategy instance, at least.
+DEFAULT_WARMUP_BARS = 512
+
+
+def warmup_bars(strategy: object) -> int:
+    """Bars per symbol ``strategy`` needs to be warm (its optional ``warmup_bars``)."""
+    return max(DEFAULT_WARMUP_BARS, int(getattr(strategy, "warmup_bars", 0)))
 
 
 class Strategy(Protocol):

@@ -52,6 +52,14 @@ class Breakout:
         self.params = params
         self._states: dict[str, _State] = {}
 
+    @property
+    def warmup_bars(self) -> int:
+        # The channels are exact after their lookback; Wilder's ATR forgets its
+        # start by a factor (1 - 1/n) per bar, so 40 periods leave a truncated
+        # history's ATR within e^-40 (~4e-18) of the uninterrupted one.
+        p = self.params
+        return max(p.entry_lookback, p.exit_lookback) + 1 + 40 * p.atr_period
+
     def _state(self, symbol: str) -> _State:
         st = self._states.get(symbol)
         if st is None:

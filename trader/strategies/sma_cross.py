@@ -56,6 +56,11 @@ class SmaCross:
         self.params = params
         self._states: dict[str, _State] = {}
 
+    @property
+    def warmup_bars(self) -> int:
+        # The slow window, and one bar more for the previous difference.
+        return self.params.slow + 1
+
     def on_bar(self, bar: BarClosed) -> float | None:
         st = self._states.get(bar.symbol)
         if st is None:
