@@ -66,6 +66,8 @@ import numpy as np
 
 from trader import logs
 from trader.actors import recorder as recorder_module
+from trader.actors.base import Outbox
+from trader.actors.execution import ExecutionActor
 from trader.actors.feed import LiveFeed
 from trader.actors.risk import RiskActor
 from trader.actors.strategy import StrategyActor
@@ -75,7 +77,7 @@ from trader.data.synth import synth_bars
 from trader.feedcheck import parse_rfc3339_ns
 from trader.graph import Graph
 from trader.latency import TickToOrder
-from trader.messages import BarClosed, BarsClosed, Message, SignalScored
+from trader.messages import BarClosed, BarsClosed, Message, SignalScored, SubmitOrder
 from trader.runner import run_live
 from trader.sandbox import Sandbox
 
@@ -129,6 +131,9 @@ class Probe:
         self.signals_decided = 0
         self.last_decision_ns = 0
         self.released: dict[int, int] = {}  # bar close -> the strategy first handles it
+        # Per order, when it passed each stage after risk (see STAGES).
+        self.stages: dict[str, dict[str, int]] = {}
+        self.barriers_passed: list[int] = []
 
     def reset(self) -> None:
         self.frames.clear()
@@ -136,6 +141,8 @@ class Probe:
         self.rest_ns.clear()
         self.commit_ns.clear()
         self.released.clear()
+        self.stages.clear()
+        self.barriers_passed.clear()
 
     def install(self) -> None:
         probe = self
@@ -169,6 +176,24 @@ class Probe:
             probe.commit_ns.append(time.perf_counter_ns() - started)
             return deleted
 
+        post, register, barrier = Outbox.post, ExecutionActor._register, Outbox.barrier
+
+        def _post(outbox: Outbox, msg: Message, *, journal: bool = True) -> None:
+            if type(msg) is SubmitOrder:
+                probe.stages[msg.client_order_id] = {"decided": time.perf_counter_ns()}
+            post(outbox, msg, journal=journal)
+
+        def _register(actor: ExecutionActor, msg: SubmitOrder) -> bool:
+            probe.stages.setdefault(msg.client_order_id, {})["taken"] = time.perf_counter_ns()
+            return register(actor, msg)
+
+        async def _barrier(outbox: Outbox) -> None:
+            await barrier(outbox)
+            probe.barriers_passed.append(time.perf_counter_ns())
+
+        Outbox.post = _post  # type: ignore[method-assign,assignment]
+        ExecutionActor._register = _register  # type: ignore[method-assign,assignment]
+        Outbox.barrier = _barrier  # type: ignore[method-assign,assignment]
         TickToOrder.arrived = _arrived  # type: ignore[method-assign,assignment]
         StrategyActor.handle = _strategy  # type: ignore[method-assign,assignment]
         RiskActor.handle = _risk  # type: ignore[method-assign,assignment]
@@ -182,6 +207,7 @@ class Probe:
         def submit_order(request: Any) -> Any:
             sent = time.perf_counter_ns()
             probe.sent.append((request.client_order_id, sent))
+            probe.stages.setdefault(request.client_order_id, {})["sent"] = sent
             try:
                 return submit(request)
             finally:
@@ -191,6 +217,28 @@ class Probe:
         # See the module docstring: the compressed clock would spend a minute's
         # request budget in seconds.
         broker._limiter.per_minute = 1_000_000
+
+    def stage_ns(self) -> list[tuple[int, int, int, int]]:
+        """Per order after risk's decision: (-> execution took it, -> its journal
+        barrier passed, -> submit_order in the worker thread, frame read -> decided)."""
+        arrival: dict[tuple[str, int], int] = {}
+        for at_ns, bars in self.frames:
+            for bar in bars:
+                arrival.setdefault((bar.symbol, bar.ts_ns), at_ns)
+        out = []
+        passed = sorted(self.barriers_passed)
+        for coid, t in self.stages.items():
+            if not {"decided", "taken", "sent"} <= t.keys():
+                continue
+            _, symbol, ts, _ = coid.split(":")
+            got = arrival.get((symbol, int(ts)))
+            # The first barrier that returned after execution took the order.
+            i = int(np.searchsorted(passed, t["taken"]))
+            if got is None or i == len(passed):
+                continue
+            out.append((t["taken"] - t["decided"], passed[i] - t["taken"],
+                        t["sent"] - passed[i], t["decided"] - got))
+        return out
 
     def latencies_ns(self) -> list[tuple[int, int]]:
         """Per order: (frame read -> submit_order, frame read -> strategy has the bar)."""
@@ -218,6 +266,8 @@ class Result(msgspec.Struct):
     # per burst: first frame -> the strategy has the bars, -> last decision,
     # -> last order handed over (ns); signals; bars
     bursts: list[tuple[int, int, int, int, int]]
+    # per order: Probe.stage_ns
+    stages: list[tuple[int, int, int, int]]
 
 
 def _config(db: Path, symbols: list[str], every: int, concurrent: int,
@@ -297,7 +347,7 @@ async def _run(
     for stale in list(tmp.glob(db.name + "*")):  # noqa: ASYNC240 - set-up, before any I/O
         stale.unlink()  # a fresh journal: no warm-up, no last-seen bars
     graph_box: list[Graph] = []
-    result = Result([], [], [], [], [], [], [])
+    result = Result([], [], [], [], [], [], [], [])
     sb = SandboxProcess(tables)
     try:
         await _drive(probe, tables, sb, db, graph_box, result, every=every, bars=bars,
@@ -357,6 +407,7 @@ async def _drive(
                 for latency, release in probe.latencies_ns():
                     result.latencies_ns.append(latency)
                     result.release_ns.append(release)
+                result.stages.extend(probe.stage_ns())
                 result.rest_ns.extend(probe.rest_ns)
                 result.commit_ns.extend(probe.commit_ns)
             else:
@@ -409,6 +460,13 @@ def _sizes_table(probe: Probe, args: argparse.Namespace, tmp: Path) -> None:
                      f" ({_pct(old, 0.5) / _pct(lat, 0.5):.1f}x, "
                      f"{_pct(old, 0.99) / _pct(lat, 0.99):.1f}x)")
         print(line, flush=True)
+        if new.stages:
+            took, barrier, thread, decided = (list(c) for c in zip(*new.stages, strict=True))
+            print(f"  {'':>7} where, p50/p90: frame read -> risk decided "
+                  f"{_pct(decided, 0.5):.2f}/{_pct(decided, 0.9):.2f}; -> execution took it "
+                  f"{_pct(took, 0.5):.2f}/{_pct(took, 0.9):.2f}; -> journal barrier "
+                  f"passed {_pct(barrier, 0.5):.2f}/{_pct(barrier, 0.9):.2f}; -> submit_order "
+                  f"in its thread {_pct(thread, 0.5):.2f}/{_pct(thread, 0.9):.2f}", flush=True)
     if floors_rest:
         print(f"  floors in this run: one submit_order REST round trip p50 "
               f"{_pct(floors_rest, 0.5):.2f} ms; one journal commit p50 "
