@@ -131,7 +131,7 @@ class Probe:
         self.signals_decided = 0
         self.last_decision_ns = 0
         self.released: dict[int, int] = {}  # bar close -> the strategy first handles it
-        # Per order, when it passed each stage after risk (see STAGES).
+        # Per order, when it passed each stage after risk's decision (stage_ns).
         self.stages: dict[str, dict[str, int]] = {}
         self.barriers_passed: list[int] = []
 
@@ -218,13 +218,18 @@ class Probe:
         # request budget in seconds.
         broker._limiter.per_minute = 1_000_000
 
-    def stage_ns(self) -> list[tuple[int, int, int, int]]:
-        """Per order after risk's decision: (-> execution took it, -> its journal
-        barrier passed, -> submit_order in the worker thread, frame read -> decided)."""
+    def _arrivals(self) -> dict[tuple[str, int], int]:
+        """(symbol, bar close) -> when the frame that carried the bar was read."""
         arrival: dict[tuple[str, int], int] = {}
         for at_ns, bars in self.frames:
             for bar in bars:
                 arrival.setdefault((bar.symbol, bar.ts_ns), at_ns)
+        return arrival
+
+    def stage_ns(self) -> list[tuple[int, int, int, int]]:
+        """Per order after risk's decision: (-> execution took it, -> its journal
+        barrier passed, -> submit_order in the worker thread, frame read -> decided)."""
+        arrival = self._arrivals()
         out = []
         passed = sorted(self.barriers_passed)
         for coid, t in self.stages.items():
@@ -242,10 +247,7 @@ class Probe:
 
     def latencies_ns(self) -> list[tuple[int, int]]:
         """Per order: (frame read -> submit_order, frame read -> strategy has the bar)."""
-        arrival: dict[tuple[str, int], int] = {}
-        for at_ns, bars in self.frames:
-            for bar in bars:
-                arrival.setdefault((bar.symbol, bar.ts_ns), at_ns)
+        arrival = self._arrivals()
         out = []
         for coid, sent in self.sent:
             _, symbol, ts, _ = coid.split(":")
