@@ -143,7 +143,7 @@ class Channel(Generic[T]):
             readable.set()
             self._readable = None
         driver = self.driver
-        if driver is not None and driver._waiters:
+        if driver is not None and (driver._waiters or driver._pump is not None):
             driver.pushed()
         return True
 
@@ -188,7 +188,7 @@ class Channel(Generic[T]):
             self._readable.set()
             self._readable = None
         driver = self.driver
-        if driver is not None and driver._waiters:
+        if driver is not None and (driver._waiters or driver._pump is not None):
             driver.pushed()
 
     def _wake_next_writer(self) -> None:

@@ -79,6 +79,10 @@ class InlineDriver:
         self._driving = False
         self._any_closed = False
         self._waiters: list[anyio.Event] = []
+        # The pump's wake-up, kept apart from the drain's own waiters: while a
+        # drain runs it will handle whatever arrives, so waking the pump for
+        # every message it posts would only cost an event-loop trip each.
+        self._pump: anyio.Event | None = None
         for ch in self._channels:
             ch.driver = self
 
@@ -137,14 +141,24 @@ class InlineDriver:
                     await self._wait_for_work(or_quiet=True)
         finally:
             self._driving = False
+            if self._pump is not None and self._ready():
+                self._pump.set()  # left for another incarnation meanwhile
         self._end_closed()
         await anyio.lowlevel.checkpoint()
 
     async def run(self) -> None:
         """The pump: drain whatever arrives while nobody else drives. Runs until cancelled."""
         while True:
-            await self._wait_for_work()
-            await self.drain()  # or, if the feed is driving, wait until it is done
+            while True:
+                self._end_closed()
+                if self._ready() and not self._driving:
+                    break
+                event = self._pump = anyio.Event()
+                try:
+                    await event.wait()
+                finally:
+                    self._pump = None
+            await self.drain()
 
     async def _round(self) -> bool:
         progressed = False
@@ -230,6 +244,8 @@ class InlineDriver:
             self._waiters = []
             for event in waiters:
                 event.set()
+        if self._pump is not None and not self._driving:
+            self._pump.set()
 
     def _ready(self) -> bool:
         consumers = self._consumers

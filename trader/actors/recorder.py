@@ -332,7 +332,7 @@ class Recorder:
     async def _write(self, db: aiosqlite.Connection, batch: list[JournalRecord]) -> None:
         run_id = self._run.run_id
         journal: list[tuple[Any, ...]] = []
-        equity: list[tuple[Any, ...]] = []
+        equity: list[Any] = []  # flat: four values a row (see insert_flat)
         statements: list[tuple[str, tuple[Any, ...]]] = []
         appends: dict[str, list[tuple[Any, ...]]] = {}
         seq = self._seq
@@ -342,10 +342,15 @@ class Recorder:
             seq[key] = n + 1
             journal.append((run_id, msg.ts_ns, source, n, type(msg).__name__, encode(msg)))
             if isinstance(msg, EquitySampled):
-                equity.extend(
-                    (run_id, t, e, x)
-                    for t, e, x in zip(msg.ts, msg.equity_cents, msg.exposure_cents, strict=True)
-                )
+                # A row per bar timestamp: laid out by slice assignment,
+                # which runs in C (a tuple per row was most of this loop).
+                k, rows = len(equity), len(msg.ts)
+                if len(msg.equity_cents) != rows or len(msg.exposure_cents) != rows:
+                    raise ValueError("EquitySampled columns differ in length")
+                equity.extend((run_id,) * (4 * rows))
+                equity[k + 1::4] = msg.ts
+                equity[k + 2::4] = msg.equity_cents
+                equity[k + 3::4] = msg.exposure_cents
             else:
                 for sql, params in self._rows(run_id, source, n, msg):
                     insert = _APPEND_ONLY.get(sql)
@@ -508,7 +513,7 @@ class Recorder:
 def _write_sync(
     conn: sqlite3.Connection,
     journal: list[tuple[Any, ...]],
-    equity: list[tuple[Any, ...]],
+    equity: list[Any],
     statements: list[tuple[str, tuple[Any, ...]]],
     prune: tuple[int, int] | None = None,
     appends: Mapping[str, list[tuple[Any, ...]]] | None = None,
@@ -518,7 +523,7 @@ def _write_sync(
     tables, by their ``INSERT ... VALUES``) after them, many rows to a
     statement. Returns how many bar records the pass deleted."""
     insert_rows(conn, "INSERT INTO journal VALUES", journal, 6)
-    insert_rows(conn, "INSERT OR REPLACE INTO equity VALUES", equity, 4)
+    insert_flat(conn, "INSERT OR REPLACE INTO equity VALUES", equity, 4)
     for sql, params in statements:
         conn.execute(sql, params)
     for insert, rows in (appends or {}).items():
@@ -543,14 +548,20 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any,
     during a burst of bars into hundreds of milliseconds; 256 rows per
     statement make it a handful of waits.
     """
+    insert_flat(conn, insert, [v for row in rows for v in row], columns)
+
+
+def insert_flat(conn: sqlite3.Connection, insert: str, values: Sequence[Any],
+                columns: int) -> None:
+    """:func:`insert_rows` for rows laid end to end, ``columns`` values each."""
     done = 0
-    n = len(rows)
+    n = len(values) // columns
     for size in _ROWS_PER_STATEMENT:
         if n - done < size:
             continue
         sql = _values_sql(insert, columns, size)
         while n - done >= size:
-            conn.execute(sql, [v for row in rows[done:done + size] for v in row])
+            conn.execute(sql, values[done * columns:(done + size) * columns])
             done += size
 
 

@@ -252,25 +252,33 @@ class RiskActor(InboxActor):
     def _on_bars(self, msg: BarsClosed) -> None:
         led = self._ledger
         last = led.last_price
-        held = {s: p for s, p in led.positions.items() if p.qty}
+        held = [(s, p.qty) for s, p in led.positions.items() if p.qty]
         ts_list: list[int] = []
-        equity_list: list[int] = []
-        exposure_list: list[int] = []
+        equity_list: list[int]
+        exposure_list: list[int]
         bars = msg.bars
-        n = len(bars)
         cash = led.cash_cents
-        for i, bar in enumerate(bars):
-            last[bar.symbol] = bar.close
-            if i + 1 < n and bars[i + 1].ts_ns == bar.ts_ns:
-                continue  # mark equity once per timestamp, after all its bars
-            ts_list.append(bar.ts_ns)
-            if held:
-                values = [value_cents(p.qty, last[s]) for s, p in held.items()]
+        if not held:
+            # Flat: equity is cash at every timestamp; only the marks move.
+            prev = None
+            for bar in bars:
+                last[bar.symbol] = bar.close
+                if bar.ts_ns != prev:
+                    prev = bar.ts_ns
+                    ts_list.append(prev)
+            equity_list = [cash] * len(ts_list)
+            exposure_list = [0] * len(ts_list)
+        else:
+            equity_list, exposure_list = [], []
+            n = len(bars)
+            for i, bar in enumerate(bars):
+                last[bar.symbol] = bar.close
+                if i + 1 < n and bars[i + 1].ts_ns == bar.ts_ns:
+                    continue  # mark equity once per timestamp, after all its bars
+                ts_list.append(bar.ts_ns)
+                values = [value_cents(q, last[s]) for s, q in held]
                 equity_list.append(cash + sum(values))
-                exposure_list.append(sum(abs(v) for v in values))
-            else:
-                equity_list.append(cash)
-                exposure_list.append(0)
+                exposure_list.append(sum(map(abs, values)))
         self._out.post(
             EquitySampled(
                 ts_ns=msg.ts_ns,

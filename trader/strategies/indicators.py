@@ -34,34 +34,43 @@ class RollingMean:
         return self._sum / self._n
 
 
-class RollingSum:
-    """Exact sum of the last ``n`` prices, in integer millionths.
+class RollingSums:
+    """Exact sums of the last ``short`` and the last ``long`` prices, in integer millionths.
 
     Comparing two moving averages of prices on a cent grid, float running
     sums leave ~1e-15 of noise where the averages are exactly equal, and a
     strict "crosses above" rule then fires on noise. Summing integers keeps
     every comparison exact (prices are taken to 6 decimals, which every data
-    source here has at most).
+    source here has at most). Both windows share one buffer, so a price is
+    converted and stored once.
     """
 
-    __slots__ = ("_buf", "_n", "_sum")
+    __slots__ = ("_buf", "_long", "_long_sum", "_short", "_short_sum")
 
-    def __init__(self, n: int) -> None:
-        self._n = n
+    def __init__(self, short: int, long: int) -> None:
+        if not 1 <= short < long:
+            raise ValueError(f"need 1 <= short < long, got {short} and {long}")
+        self._short = short
+        self._long = long
         self._buf: deque[int] = deque()
-        self._sum = 0
+        self._short_sum = 0
+        self._long_sum = 0
 
-    def push(self, x: float) -> int | None:
-        """Add a price; return the exact window sum (in millionths) once full."""
+    def push(self, x: float) -> tuple[int, int] | None:
+        """Add a price; return ``(short sum, long sum)`` once ``long`` prices are in."""
         v = round(x * 1_000_000)
         buf = self._buf
         buf.append(v)
-        self._sum += v
-        if len(buf) > self._n:
-            self._sum -= buf.popleft()
-        if len(buf) < self._n:
+        self._short_sum += v
+        self._long_sum += v
+        n = len(buf)
+        if n > self._short:
+            self._short_sum -= buf[-1 - self._short]
+        if n > self._long:
+            self._long_sum -= buf.popleft()
+        elif n < self._long:
             return None
-        return self._sum
+        return self._short_sum, self._long_sum
 
 
 class RollingExtreme:

@@ -17,7 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from trader.messages import BarClosed
-from trader.strategies.indicators import RollingSum
+from trader.strategies.indicators import RollingSums
 
 
 class SmaCrossParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -39,11 +39,10 @@ class SmaCrossParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class _State:
-    __slots__ = ("fast", "prev_diff", "slow")
+    __slots__ = ("prev_diff", "sums")
 
     def __init__(self, p: SmaCrossParams) -> None:
-        self.fast = RollingSum(p.fast)
-        self.slow = RollingSum(p.slow)
+        self.sums = RollingSums(p.fast, p.slow)
         self.prev_diff: int | None = None
 
 
@@ -65,10 +64,10 @@ class SmaCross:
         st = self._states.get(bar.symbol)
         if st is None:
             st = self._states[bar.symbol] = _State(self.params)
-        fast = st.fast.push(bar.close)
-        slow = st.slow.push(bar.close)
-        if fast is None or slow is None:
+        sums = st.sums.push(bar.close)
+        if sums is None:
             return None
+        fast, slow = sums
         # sign(fast_sum/fast_n - slow_sum/slow_n), exactly, in integers.
         p = self.params
         diff = fast * p.slow - slow * p.fast
