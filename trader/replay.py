@@ -66,6 +66,7 @@ class MergedBars:
             self.ts = np.empty(0, dtype=np.int64)
             self.sym = np.empty(0, dtype=np.int32)
             self.cols = np.empty((7, 0))
+            self._group_ends = np.empty(0, dtype=np.int64)
             self.delistings = Delistings(self.ts, self.sym, symbols)
             return
         ts = np.concatenate([t.ts_ns for t in parts])
@@ -83,6 +84,7 @@ class MergedBars:
                   else len(sorted_ts))
             index = index[lo:hi]
         self.ts, self.sym = ts[index], sym[index]
+        self._group_ends = _group_ends(self.ts)
         cols = np.empty((7, len(index)))
         for row, c in enumerate(("open", "high", "low", "close", "volume", "vwap", "trades")):
             cols[row] = np.concatenate([getattr(t, c) for t in parts])[index]
@@ -95,13 +97,13 @@ class MergedBars:
 
     def group_end(self, i: int) -> int:
         """Index just past the bars sharing timestamp ``ts[i]``."""
-        return int(np.searchsorted(self.ts, self.ts[i], side="right"))
+        return int(self._group_ends[i])
 
     def chunk_end(self, i: int, max_bars: int) -> int:
         """Index past up to ``max_bars`` bars from ``i``, rounded up to a whole timestamp."""
         j = min(i + max_bars, len(self.ts))
         if j < len(self.ts):
-            j = int(np.searchsorted(self.ts, self.ts[j - 1], side="right"))
+            j = int(self._group_ends[j - 1])
         return j
 
     def bars(self, i: int, j: int) -> tuple[BarClosed, ...]:
@@ -133,6 +135,16 @@ class MergedBars:
                 ts, sym, o, h, lo, c, v, vw, n, strict=True
             )
         )
+
+
+def _group_ends(ts: np.ndarray) -> np.ndarray:
+    """For each bar, the index just past the bars sharing its timestamp (``ts`` sorted).
+
+    Looked up at every replay step; a search per step costs more than the step."""
+    n = len(ts)
+    starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]]) if n else np.empty(0, np.int64)
+    bounds = np.r_[starts, n]
+    return np.repeat(bounds[1:], np.diff(bounds)).astype(np.int32 if n < 2**31 else np.int64)
 
 
 class Cursor:
@@ -228,11 +240,13 @@ class ReplayFeed:
             self._on_finished()
 
     def _apply_cut(self, i: int, j: int) -> int:
-        while True:
+        control = self._control
+        while len(control):
             try:
-                msg = self._control.receive_nowait()
+                msg = control.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream):
                 return j
             if isinstance(msg, BatchCut):
                 j = min(j, int(np.searchsorted(self._data.ts, msg.ts_ns, side="right")))
                 j = max(j, i + 1)
+        return j

@@ -23,6 +23,8 @@ to a position (reconciliation); there is no delisting event on the wire.
 
 from __future__ import annotations
 
+import bisect
+
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -65,7 +67,7 @@ class Delistings:
                 if i < n:
                     by_index.setdefault(i, {})[symbols[k]] = last_ts
         self._at = {i: dict(sorted(names.items())) for i, names in by_index.items()}
-        self._indices = np.array(sorted(self._at), dtype=np.int64)
+        self._indices = sorted(self._at)
 
     def __len__(self) -> int:
         return len(self._at)
@@ -81,5 +83,7 @@ class Delistings:
         A replay batch must end there, so that the delisting happens between
         the same two bars whatever the batch size.
         """
-        k = int(np.searchsorted(self._indices, i, side="right"))
-        return int(self._indices[k]) if k < len(self._indices) else default
+        # bisect on a list: asked at every replay step, where numpy's
+        # per-call overhead would cost more than the search.
+        k = bisect.bisect_right(self._indices, i)
+        return self._indices[k] if k < len(self._indices) else default

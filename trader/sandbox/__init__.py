@@ -10,8 +10,24 @@ purpose), :class:`ClockNotManual`. Everything else is internal.
 
 from __future__ import annotations
 
-from trader.sandbox.app import Sandbox
-from trader.sandbox.faults import FaultConfig
-from trader.sandbox.market import ClockNotManual
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trader.sandbox.app import Sandbox
+    from trader.sandbox.faults import FaultConfig
+    from trader.sandbox.market import ClockNotManual
 
 __all__ = ["ClockNotManual", "FaultConfig", "Sandbox"]
+
+_HOMES = {"Sandbox": "app", "FaultConfig": "faults", "ClockNotManual": "market"}
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the server pulls in aiohttp, which every other
+    # command (a replay, the CLI's parser) would otherwise pay for at start.
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

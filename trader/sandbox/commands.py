@@ -19,16 +19,18 @@ import argparse
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from trader import logs
 from trader.config import BrokerConfig, load_config
-from trader.sandbox.app import Sandbox
 from trader.sandbox.market import Speed
 from trader.sandbox.wire import parse_time
+
+if TYPE_CHECKING:
+    from trader.sandbox.app import Sandbox
 
 log = structlog.get_logger("trader.sandbox")
 
@@ -95,6 +97,8 @@ def run_sandbox_command(args: argparse.Namespace) -> int:
     logs.configure(getattr(args, "log_level", None) or "info")
     logs.register_secret(args.secret)
     broker = load_config(args.config).broker if args.config else BrokerConfig()
+    from trader.sandbox.app import Sandbox  # aiohttp: only for this command
+
     sandbox = Sandbox(
         args.data,
         host=args.host,
