@@ -12,7 +12,7 @@ in one of two ways:
   settles, then the strategy sees the same bars. That is the live order of
   events: an order fills during the next bar, before that bar closes.
 * **Nothing open**: a batch of up to ``batch_bars`` bars (whole timestamps) in
-  one message. Nothing can fill while no order is open, so this is exactly
+  one message (64 after a signal, doubling while none comes). Nothing can fill while no order is open, so this is exactly
   equivalent, and it is what makes replay fast. If the strategy signals inside
   the batch it stops after that timestamp and says so (``BatchCut``); the feed
   resumes from the next timestamp in single steps.
@@ -43,6 +43,10 @@ from trader.messages import BarClosed, BarsClosed, BatchCut, Message
 from trader.universe import Delistings
 
 log = structlog.get_logger("trader.replay")
+
+
+#: Bars in a batch after a signal (and at the start); they double up to batch_bars.
+_FIRST_BATCH = 64
 
 
 class MergedBars:
@@ -151,10 +155,12 @@ class Cursor:
     """Where the replay stands: outlives feed restarts, as a market outlives a
     reconnect (a restarted feed goes on from the first bar not yet released)."""
 
-    __slots__ = ("position",)
+    __slots__ = ("batch", "position")
 
     def __init__(self) -> None:
         self.position = 0
+        #: Bars in the next batch (see ReplayFeed.run); 0 until the feed starts.
+        self.batch = 0
 
 
 class ReplayFeed:
@@ -198,11 +204,14 @@ class ReplayFeed:
         n = len(data)
         wall_start: float | None = None
         first_ts = int(data.ts[0]) if n else 0
-        while self._cursor.position < n:
-            i = self._cursor.position
+        cursor = self._cursor
+        if not cursor.batch:
+            cursor.batch = min(self._batch, _FIRST_BATCH)
+        while cursor.position < n:
+            i = cursor.position
             await settle()
             stepping = self._speed is not None or broker.exchange.has_open_orders()
-            j = data.group_end(i) if stepping else data.chunk_end(i, self._batch)
+            j = data.group_end(i) if stepping else data.chunk_end(i, cursor.batch)
             # A batch never spans a delisting, so it happens between the same
             # two bars whatever batch_bars is.
             j = min(j, data.delistings.next_after(i, j))
@@ -226,14 +235,23 @@ class ReplayFeed:
                     await settle()
             await self._out.emit(BarsClosed(ts_ns=bars[-1].ts_ns, bars=bars), journal=False)
             await settle()
-            j = self._apply_cut(i, j)
+            cut = self._apply_cut(i, j)
+            if not stepping:
+                # Batches start small after a signal and double while none
+                # comes: a strategy that signals every few dozen bars would
+                # otherwise have thousands of bars copied into every batch
+                # that it cuts after a few. Only the bars' grouping into
+                # messages depends on this, and that on the data alone.
+                cursor.batch = (min(self._batch, _FIRST_BATCH) if cut < j
+                                else min(self._batch, 2 * cursor.batch))
+            j = cut
             if not stepping:
                 # Nothing was open before these bars closed (an order the
                 # strategy sent meanwhile is stamped with the last of them), so
                 # the market has nothing to trade; it only needs their prices.
                 broker.mark(bars[: j - i])
             self._clock.advance_to(int(data.ts[j - 1]))
-            self._cursor.position = j
+            cursor.position = j
             if self._on_progress is not None:
                 self._on_progress(j, n)
         if self._on_finished is not None:
