@@ -53,7 +53,18 @@ def cents_str(cents: int) -> str:
 
 
 def round_price(price: float) -> float:
-    """Round a price to its tick: cents at or above $1, 1/100 cent below."""
+    """Round a price to its tick: cents at or above $1, 1/100 cent below.
+
+    Half to even on the decimal repr, like :func:`to_cents`.
+    """
+    scale = 100.0 if price >= 1.0 else 10_000.0
+    ticks = price * scale
+    nearest = round(ticks)
+    if abs(ticks - nearest) < 1e-6:
+        # Already on the tick, as quoted prices are: the decimal rounding
+        # below would give the same float (nearest / scale is the double
+        # closest to that decimal), at a tenth of the cost on every fill.
+        return nearest / scale
     tick = _TICK if price >= 1.0 else _SUBPENNY_TICK
     return float(Decimal(repr(price)).quantize(tick, rounding=ROUND_HALF_EVEN))
 
