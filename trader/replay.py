@@ -12,8 +12,9 @@ in one of two ways:
   settles, then the strategy sees the same bars. That is the live order of
   events: an order fills during the next bar, before that bar closes.
 * **Nothing open**: a batch of up to ``batch_bars`` bars (whole timestamps) in
-  one message (64 after a signal, doubling while none comes). Nothing can fill while no order is open, so this is exactly
-  equivalent, and it is what makes replay fast. If the strategy signals inside
+  one message (64 after a signal, doubling while none comes). Nothing can
+  fill while no order is open, so this is exactly equivalent, and it is what
+  makes replay fast. If the strategy signals inside
   the batch it stops after that timestamp and says so (``BatchCut``); the feed
   resumes from the next timestamp in single steps.
 

@@ -24,7 +24,6 @@ to a position (reconciliation); there is no delisting event on the wire.
 from __future__ import annotations
 
 import bisect
-
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
