@@ -144,11 +144,11 @@ class InlineDriver:
                 if not await self._round():
                     # A consumer is between incarnations, or the rest is with
                     # an actor that has its own task: wait for either.
-                    await self._wait_for_work(or_quiet=True)
+                    await self._wait_for_work()
         finally:
             self._driving = False
-            if self._pump is not None and self._ready():
-                self._pump.set()  # left for another incarnation meanwhile
+            if self._pump is not None and self._inflight.count and self._ready():
+                self._pump.set()  # left for another incarnation, or cancelled
         self._end_closed()
         # A trip through the event loop per drain cost ~8% of a replay (a
         # signal's life takes five drains); the other tasks (the recorder
@@ -263,21 +263,19 @@ class InlineDriver:
         consumers = self._consumers
         return any(ch._items and ch in consumers for ch in self._channels)
 
-    async def _wait_for_work(self, *, or_quiet: bool = False) -> None:
+    async def _wait_for_work(self) -> None:
+        """Return once a waiting batch has a consumer, or nothing is in flight."""
         inflight = self._inflight
         while True:
             self._end_closed()
-            if self._ready() or (or_quiet and not inflight.count):
+            if self._ready() or not inflight.count:
                 return
-            if or_quiet:
-                # The in-flight counter sets this event when it reaches zero;
-                # wait_quiet re-checks the count, so a push setting it for
-                # others as well is harmless.
-                event = inflight._quiet
-                if event is None or event.is_set():
-                    event = inflight._quiet = anyio.Event()
-            else:
-                event = anyio.Event()
+            # The in-flight counter sets this event when it reaches zero;
+            # wait_quiet re-checks the count, so a push setting it for
+            # others as well is harmless.
+            event = inflight._quiet
+            if event is None or event.is_set():
+                event = inflight._quiet = anyio.Event()
             self._waiters.append(event)
             try:
                 await event.wait()
