@@ -16,6 +16,7 @@ from trader.messages import BarClosed, BarsClosed, BatchCut, Message, SignalEmit
 from trader.strategies import build, resolve
 from trader.strategies.base import DEFAULT_WARMUP_BARS, Strategy, warmup_bars
 from trader.strategies.breakout import Breakout, BreakoutParams
+from trader.strategies.indicators import RollingSums
 from trader.strategies.sma_cross import SmaCross, SmaCrossParams
 
 DAYS = daily_closes("2024-01-02", 40)
@@ -107,6 +108,22 @@ def test_sma_cross_long_short_goes_short_on_the_down_cross() -> None:
     out = _feed(s, [flat(10), flat(9), flat(8), flat(12), flat(3)])
     assert out[3] == 0.5
     assert out[4] == -0.5
+
+
+def test_rolling_sums_are_the_exact_sums_of_the_last_short_and_long_prices() -> None:
+    sums = RollingSums(2, 4)
+    prices = [10.01, 10.02, 10.03, 10.04, 10.10, 9.99]
+    out = [sums.push(p) for p in prices]
+    assert out[:3] == [None, None, None]  # until four prices are in
+    # In millionths: 10.03 + 10.04 and 10.01 + ... + 10.04, then the windows slide.
+    assert out[3] == (20_070_000, 40_100_000)
+    assert out[4] == (20_140_000, 40_190_000)
+    assert out[5] == (20_090_000, 40_160_000)
+
+
+def test_rolling_sums_need_a_short_window_shorter_than_the_long_one() -> None:
+    with pytest.raises(ValueError, match="short < long"):
+        RollingSums(4, 4)
 
 
 def test_strategies_resolve_by_name_or_dotted_path() -> None:
