@@ -206,8 +206,9 @@ class ReplayFeed:
         wall_start: float | None = None
         first_ts = int(data.ts[0]) if n else 0
         cursor = self._cursor
+        first = min(self._batch, _FIRST_BATCH)
         if not cursor.batch:
-            cursor.batch = min(self._batch, _FIRST_BATCH)
+            cursor.batch = first
         while cursor.position < n:
             i = cursor.position
             await settle()
@@ -243,14 +244,12 @@ class ReplayFeed:
                 # otherwise have thousands of bars copied into every batch
                 # that it cuts after a few. Only the bars' grouping into
                 # messages depends on this, and that on the data alone.
-                cursor.batch = (min(self._batch, _FIRST_BATCH) if cut < j
-                                else min(self._batch, 2 * cursor.batch))
-            j = cut
-            if not stepping:
+                cursor.batch = first if cut < j else min(self._batch, 2 * cursor.batch)
                 # Nothing was open before these bars closed (an order the
                 # strategy sent meanwhile is stamped with the last of them), so
                 # the market has nothing to trade; it only needs their prices.
-                broker.mark(bars[: j - i])
+                broker.mark(bars[: cut - i])
+            j = cut
             self._clock.advance_to(int(data.ts[j - 1]))
             cursor.position = j
             if self._on_progress is not None:
