@@ -221,10 +221,8 @@ class RiskActor(InboxActor):
                 self._ledger.initial_cash_cents = msg.cash_cents
                 self._synced = True
             case PositionChanged():
-                pos = self._ledger.position(msg.symbol)
-                pos.qty = msg.qty
-                pos.cost_cents = value_cents(msg.qty, msg.avg_price)
-                self._ledger.last_price.setdefault(msg.symbol, msg.avg_price)
+                self._ledger.set_position(msg.symbol, msg.qty,
+                                          value_cents(msg.qty, msg.avg_price), msg.avg_price)
                 self._exits.on_position(msg.symbol, msg.qty, msg.avg_price)
             case HaltTrading():
                 self._carry_out(self._ts.trip("operator", "HALTED", _operator(msg.reason),
@@ -250,35 +248,8 @@ class RiskActor(InboxActor):
     # --- marking and breakers -----------------------------------------------------
 
     def _on_bars(self, msg: BarsClosed) -> None:
-        led = self._ledger
-        last = led.last_price
-        held = [(s, p.qty) for s, p in led.positions.items() if p.qty]
-        ts_list: list[int] = []
-        equity_list: list[int]
-        exposure_list: list[int]
         bars = msg.bars
-        cash = led.cash_cents
-        if not held:
-            # Flat: equity is cash at every timestamp; only the marks move.
-            prev = None
-            for bar in bars:
-                last[bar.symbol] = bar.close
-                if bar.ts_ns != prev:
-                    prev = bar.ts_ns
-                    ts_list.append(prev)
-            equity_list = [cash] * len(ts_list)
-            exposure_list = [0] * len(ts_list)
-        else:
-            equity_list, exposure_list = [], []
-            n = len(bars)
-            for i, bar in enumerate(bars):
-                last[bar.symbol] = bar.close
-                if i + 1 < n and bars[i + 1].ts_ns == bar.ts_ns:
-                    continue  # mark equity once per timestamp, after all its bars
-                ts_list.append(bar.ts_ns)
-                values = [value_cents(q, last[s]) for s, q in held]
-                equity_list.append(cash + sum(values))
-                exposure_list.append(sum(map(abs, values)))
+        ts_list, equity_list, exposure_list = self._ledger.mark_curve(bars)
         self._out.post(
             EquitySampled(
                 ts_ns=msg.ts_ns,
@@ -342,7 +313,7 @@ class RiskActor(InboxActor):
 
     def _flatten(self, ts_ns: int, reason: str) -> None:
         self._cancel_entries(ts_ns, flatten_if_filled=True)
-        symbols = [s for s, p in self._ledger.positions.items() if p.qty]
+        symbols = self._ledger.held()
         log.warning("flattening every position", reason=reason, symbols=symbols)
         for symbol in symbols:
             self._flatten_symbol(symbol, ts_ns)
@@ -391,15 +362,9 @@ class RiskActor(InboxActor):
     # --- sizing and checks -----------------------------------------------------------
 
     def _exposure(self) -> tuple[int, int]:
-        """Gross and net exposure in cents at the last prices (one pass for both)."""
-        last = self._ledger.last_price
-        gross = net = 0
-        for s, p in self._ledger.positions.items():
-            if p.qty:
-                v = round(p.qty * last[s] * 100.0)  # money.value_cents, inlined: per position
-                gross += abs(v)
-                net += v
-        return gross, net
+        """Gross and net exposure in cents at the last prices."""
+        led = self._ledger
+        return led.gross_exposure_cents(), led.market_value_cents()
 
     def _context(
         self, symbol: str, side: str, ts_ns: int, gross: int, net: int

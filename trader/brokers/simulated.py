@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, KeysView, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -169,6 +169,9 @@ class Exchange:
         self.orders: dict[str, SimOrder] = {}
         self._by_client_id: dict[str, SimOrder] = {}
         self._open: dict[str, SimOrder] = {}
+        # The same open orders by symbol (each in submission order): a bar
+        # looks only at its own symbol's, not at every open order.
+        self._open_of: dict[str, dict[str, SimOrder]] = {}
         self._order_seq = 0
         self._session_close_after = session_close_after or calendar.next_close_ns
         self.delisted: dict[str, int] = {}  # symbol -> when
@@ -180,6 +183,10 @@ class Exchange:
 
     def has_open_orders(self) -> bool:
         return bool(self._open)
+
+    def symbols_with_open_orders(self) -> KeysView[str]:
+        """The symbols with an open order: a live view, it follows every order."""
+        return self._open_of.keys()
 
     def order_by_client_id(self, client_order_id: str) -> SimOrder | None:
         return self._by_client_id.get(client_order_id)
@@ -282,7 +289,7 @@ class Exchange:
                 raise BrokerRejected("insufficient buying power", code="40310000", status=403)
         self.orders[order.id] = order
         self._by_client_id[client_order_id] = order
-        self._open[order.id] = order
+        self._add_open(order)
         if bracket:
             for leg in brackets.held_legs(order, self._next_id):
                 order.legs.append(leg.id)
@@ -290,13 +297,24 @@ class Exchange:
                 self._by_client_id[leg.client_order_id] = leg
         return self._report("new", order, now_ns)
 
+    def _add_open(self, order: SimOrder) -> None:
+        self._open[order.id] = order
+        self._open_of.setdefault(order.symbol, {})[order.id] = order
+
+    def _drop_open(self, order: SimOrder) -> None:
+        if self._open.pop(order.id, None) is not None:
+            mine = self._open_of[order.symbol]
+            del mine[order.id]
+            if not mine:
+                del self._open_of[order.symbol]
+
     def _next_id(self) -> str:
         self._order_seq += 1
         return uuid5_str(f"order:{self._order_seq}")
 
     def activate(self, leg: SimOrder) -> ExecReport:
         """A bracket's held leg starts working (its ``new`` event)."""
-        self._open[leg.id] = leg
+        self._add_open(leg)
         return self._report("new", leg, leg.created_ns)
 
     def cancel(self, order_id: str, now_ns: int, reason: str = "") -> ExecReport:
@@ -319,8 +337,9 @@ class Exchange:
     def on_bar(self, bar: BarClosed) -> list[ExecReport]:
         """Trade the open orders of ``bar.symbol`` against it, then mark to its close."""
         reports: list[ExecReport] = []
-        if self._open:
-            for order in [o for o in self._open.values() if o.symbol == bar.symbol]:
+        mine = self._open_of.get(bar.symbol)
+        if mine:
+            for order in list(mine.values()):
                 if not order.is_open:
                     continue  # closed by an earlier order of this bar (a bracket's other leg)
                 if order.created_ns >= bar.ts_ns:
@@ -351,7 +370,7 @@ class Exchange:
             return None
         self.delisted[symbol] = ts_ns
         canceled = [self._close(o, "canceled", ts_ns, "delisted")
-                    for o in list(self._open.values()) if o.symbol == symbol]
+                    for o in list(self._open_of.get(symbol, {}).values())]
         ledger = self.ledger
         pos = ledger.positions.get(symbol)
         qty = pos.qty if pos is not None else 0.0
@@ -412,7 +431,7 @@ class Exchange:
         if done:
             order.status = "filled"
             order.filled_ns = bar.ts_ns
-            del self._open[order.id]
+            self._drop_open(order)
         else:
             order.status = "partially_filled"
         return [
@@ -439,7 +458,7 @@ class Exchange:
             order.canceled_ns = ts_ns
         else:
             order.expired_ns = ts_ns
-        self._open.pop(order.id, None)
+        self._drop_open(order)
         if order.legs:
             brackets.drop_held(self, order)
         return self._report(status, order, ts_ns)
@@ -554,7 +573,13 @@ class SimulatedBroker:
             self.mark(bars)
             return 0
         n = 0
+        # Live views: a fill may close a symbol's last order or open a leg.
+        trading = exchange.symbols_with_open_orders()
+        mark = exchange.ledger.mark
         for bar in bars:
+            if bar.symbol not in trading:
+                mark(bar.symbol, bar.close)
+                continue
             for report in exchange.on_bar(bar):
                 await self.updates.send(report_to_message(report))
                 n += 1
@@ -581,9 +606,7 @@ class SimulatedBroker:
     def mark(self, bars: Sequence[BarClosed]) -> None:
         """Mark positions to ``bars`` without trading them (they closed before any
         order now open was placed)."""
-        mark = self.exchange.ledger.mark
-        for bar in bars:
-            mark(bar.symbol, bar.close)
+        self.exchange.ledger.mark_bars(bars)
 
     async def account(self) -> AccountState:
         led = self.exchange.ledger
