@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -274,7 +275,7 @@ def test_second_load_of_same_content_reads_the_cache(
     path = _write(tmp_path / "c.csv", HEADER + GOOD_BEFORE + GOOD_AFTER)
     first, report1 = load_csv(path)
     assert not report1.from_cache
-    assert list((tmp_path / ".cache").glob("c.csv.*.npz"))
+    assert list((tmp_path / ".cache").glob("c.csv.*.bars"))
 
     def no_parse(*args: object) -> None:
         raise AssertionError("parsed although cached")
@@ -310,14 +311,26 @@ def test_skip_mode_cache_keeps_the_skip_counts(tmp_path: Path) -> None:
         load_csv(path)  # the error-mode result is keyed separately
 
 
-@pytest.mark.parametrize("garbage", [b"", b"not a zip file", b"PK\x03\x04truncated"])
-def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path: Path, garbage: bytes) -> None:
+def _flip_last_byte(b: bytes) -> bytes:
+    return b[:-1] + bytes([b[-1] ^ 0x01])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: b"",
+    lambda b: b"not a cache file",
+    lambda b: b[:-3],  # truncated in the middle of the last column
+    lambda b: b[: len(b) // 2],  # truncated in the header or first columns
+    _flip_last_byte,  # one bit of a price: the checksum catches it
+], ids=["empty", "foreign", "truncated-end", "truncated-half", "bit-flip"])
+def test_corrupt_cache_is_ignored_and_rebuilt(
+    tmp_path: Path, damage: Callable[[bytes], bytes]
+) -> None:
     """An unreadable cache entry is parsed around and then rewritten."""
     path = _write(tmp_path / "c.csv", HEADER + GOOD_BEFORE)
     cache_dir = tmp_path / "cache"
     load_csv(path, cache_dir=cache_dir)
-    (entry,) = cache_dir.glob("*.npz")
-    entry.write_bytes(garbage)
+    (entry,) = cache_dir.glob("*.bars")
+    entry.write_bytes(damage(entry.read_bytes()))
     tables, report = load_csv(path, cache_dir=cache_dir)
     assert not report.from_cache
     assert tables["AAA"].close.tolist() == [10.5]

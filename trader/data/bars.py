@@ -56,12 +56,18 @@ are dropped and counted by code in the :class:`LoadReport`.
 
 Cache
 -----
-After a successful parse the tables are saved as an uncompressed ``.npz`` in
+After a successful parse the tables are saved as one ``.bars`` file in
 ``cache_dir`` (default ``.cache/`` next to the file), keyed by the file's
 SHA-256, the bad-row mode, a format version and a fingerprint of the parsing
 and calendar code.  A later load of identical content reads the cache instead
 of parsing.  Unreadable cache files are ignored and rewritten; stale entries
 may be deleted at any time.
+
+The file is a magic line, a length-prefixed JSON header (symbols, offsets,
+skip counts, a CRC-32 of the payload) and the columns end to end as
+little-endian int64/float64, so a load is one read and views into it.
+(An ``.npz`` costs a zip member and a header parse per array: ~3 ms a file,
+1.5 s for a 500-symbol universe of one file per symbol.)
 """
 
 from __future__ import annotations
@@ -70,12 +76,12 @@ import csv
 import datetime as dt
 import hashlib
 import io
-import json
 import logging
 import os
 import re
+import struct
 import tempfile
-import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -115,7 +121,7 @@ _PRICE_COLUMNS: Final = ("open", "high", "low", "close")
 
 _MAX_FIELD: Final = 64
 _CROSS_TOL: Final = 1e-9
-_CACHE_VERSION: Final = 1
+_CACHE_VERSION: Final = 2
 _BOM: Final = b"\xef\xbb\xbf"
 _NS: Final = 1_000_000_000
 # Timestamps outside these years are rejected: int64 nanoseconds overflow
@@ -806,9 +812,13 @@ _CACHE_ERRORS: Final = (
     IndexError,
     TypeError,
     EOFError,
-    zipfile.BadZipFile,
+    msgspec.DecodeError,
 )
+_MAGIC: Final = b"trader-bars\n"
+_HEADER_LEN: Final = struct.Struct("<Q")
 _ARRAYS: Final = ("ts_ns", "open", "high", "low", "close", "volume", "vwap", "trades")
+_DTYPES: Final = {name: np.dtype("<i8" if name in ("ts_ns", "trades") else "<f8")
+                  for name in _ARRAYS}
 
 
 @lru_cache(maxsize=1)
@@ -823,7 +833,7 @@ def _code_fingerprint() -> str:
 def _cache_path(cache_dir: Path, path: Path, sha256: str, on_bad_row: OnBadRow) -> Path:
     """Name the cache entry of one file's content."""
     key = f"{sha256}.{on_bad_row}.v{_CACHE_VERSION}.{_code_fingerprint()}"
-    return cache_dir / f"{path.name}.{key}.npz"
+    return cache_dir / f"{path.name}.{key}.bars"
 
 
 def _write_cache(
@@ -838,18 +848,25 @@ def _write_cache(
         else np.empty(0, dtype=np.int64 if name in ("ts_ns", "trades") else np.float64)
         for name in _ARRAYS
     }
-    meta = json.dumps({"skipped": skipped, "counts": counts, "symbols": list(tables)})
-    arrays["meta"] = np.frombuffer(meta.encode(), dtype=np.uint8)
-    arrays["offsets"] = offsets
+    payload = [np.ascontiguousarray(arrays[name], dtype=_DTYPES[name]) for name in _ARRAYS]
+    crc = 0
+    for a in payload:
+        crc = zlib.crc32(a.data, crc)
+    header = msgspec.json.encode({
+        "skipped": skipped, "counts": counts, "symbols": list(tables),
+        "offsets": offsets.tolist(), "crc32": crc,
+    })
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".npz")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".bars")
     except OSError as exc:
         log.warning("cannot write bar cache %s: %s", target, exc)
         return
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, allow_pickle=False, **arrays)
+            fh.write(_MAGIC + _HEADER_LEN.pack(len(header)) + header)
+            for a in payload:
+                fh.write(a.data)
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; caches are shareable
         os.replace(tmp, target)
     except OSError as exc:
@@ -862,21 +879,27 @@ def _read_cache(target: Path) -> tuple[dict[str, BarTable], int, dict[str, int]]
     if not target.is_file():
         return None
     try:
-        # Open the file ourselves: np.load leaks its handle when the zip is bad.
-        with target.open("rb") as fh:
-            npz = np.load(fh, allow_pickle=False)
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with npz:
-                meta = json.loads(npz["meta"].tobytes().decode())
-                offsets = npz["offsets"]
-                arrays = {name: npz[name] for name in _ARRAYS}
+        data = target.read_bytes()
+        start = len(_MAGIC) + _HEADER_LEN.size
+        if data[: len(_MAGIC)] != _MAGIC:
+            raise ValueError("not a bar cache file")
+        (header_len,) = _HEADER_LEN.unpack_from(data, len(_MAGIC))
+        meta = msgspec.json.decode(data[start : start + header_len])
         symbols: list[str] = [str(s) for s in meta["symbols"]]
+        offsets = [int(o) for o in meta["offsets"]]
         skipped = int(meta["skipped"])
         counts = {str(k): int(v) for k, v in dict(meta["counts"]).items()}
-        total = int(offsets[-1])
-        if len(offsets) != len(symbols) + 1 or any(len(a) != total for a in arrays.values()):
+        total = offsets[-1]
+        at = start + header_len
+        if len(offsets) != len(symbols) + 1 or len(data) != at + 8 * total * len(_ARRAYS):
             raise ValueError("array lengths disagree")
+        payload = memoryview(data)[at:]
+        if zlib.crc32(payload) != int(meta["crc32"]):
+            raise ValueError("checksum mismatch")
+        arrays = {
+            name: np.frombuffer(data, dtype=_DTYPES[name], count=total, offset=at + 8 * total * k)
+            for k, name in enumerate(_ARRAYS)
+        }
         tables = {
             sym: BarTable(
                 sym,
