@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from decimal import Decimal
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trader.report import stats
 from trader.report.stats import (
     FillRow,
     Summary,
@@ -554,6 +557,23 @@ def test_trade_pnl_plus_commissions_equals_cash_flow_of_flat_positions(
     assert open_lots == []
     assert sum(t.pnl_cents + t.commission_cents for t in trades) == cash_flow
     assert sum(t.commission_cents for t in trades) == sum(f.commission_cents for f in fills)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_fill_strategy, max_size=40))
+def test_whole_share_fills_match_exactly_as_they_would_as_fractions(
+    rows: list[tuple[str, str, int, int, int]],
+) -> None:
+    """Whole share counts are matched as ints (the fast way); the trades and open lots are
+    exactly those of matching every quantity as a Fraction."""
+    fills = [
+        fill(i, side, qty, cents / 100, comm, sym)
+        for i, (sym, side, qty, cents, comm) in enumerate(rows)
+    ]
+    fast = match_fills(fills)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stats, "_exact", lambda v: Fraction(Decimal(repr(float(v)))))
+        assert match_fills(fills) == fast
 
 
 @settings(max_examples=200, deadline=None)
