@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
 import anyio
 import pytest
@@ -95,13 +95,15 @@ def _drain(channel: Channel[Message]) -> list[Message]:
 
 
 async def _run(broker: FakeBroker, known: list[KnownOrder],
-               commands: Sequence[SubmitOrder] = ()) -> list[Message]:
+               commands: Sequence[SubmitOrder] = (),
+               recorded: Mapping[str, float] | None = None) -> list[Message]:
     inbox: Channel[Message] = Channel("execution", 64)
     out: Channel[Message] = Channel("out", 256)
     types = (AccountUpdated, PositionChanged, ReconciliationDone, OrderAccepted, OrderFilled,
              OrderCanceled, OrderRejected, OrderExpired)
     actor = ExecutionActor(inbox, Outbox("execution", {t: [out] for t in types}, None),
-                           broker=broker, now_ns=lambda: T, known_orders=lambda: known)
+                           broker=broker, now_ns=lambda: T, known_orders=lambda: known,
+                           known_positions=None if recorded is None else lambda: recorded)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             await tg.start(actor.run)
@@ -118,6 +120,29 @@ async def test_start_up_adopts_the_brokers_account_and_positions_before_reportin
     assert [type(m) for m in got] == [AccountUpdated, PositionChanged, ReconciliationDone]
     assert isinstance(got[1], PositionChanged)
     assert (got[1].symbol, got[1].qty) == ("AAPL", 10.0)
+
+
+@pytest.mark.asyncio
+async def test_a_position_closed_at_the_broker_while_we_were_down_is_announced_closed() -> None:
+    """Journal: AAPL 10 and MSFT 5 held. Broker: AAPL 10 only (MSFT sold by hand). Start-up
+    says MSFT is now 0, so the strategy and the journal stop believing it is held; one
+    difference. A symbol the journal saw closed (TSLA 0) is not announced again."""
+    got = await _run(FakeBroker(), [], recorded={"AAPL": 10.0, "MSFT": 5.0, "TSLA": 0.0})
+    positions = [(m.symbol, m.qty) for m in got if isinstance(m, PositionChanged)]
+    assert positions == [("AAPL", 10.0), ("MSFT", 0.0)]
+    assert isinstance(got[-1], ReconciliationDone)
+    assert got[-1].differences == 1
+
+
+@pytest.mark.asyncio
+async def test_a_position_quantity_the_broker_disagrees_with_is_the_brokers_and_a_difference(
+) -> None:
+    """Journal: AAPL 4 held. Broker: AAPL 10. AAPL is announced at 10 (once) and counted."""
+    got = await _run(FakeBroker(), [], recorded={"AAPL": 4.0})
+    positions = [(m.symbol, m.qty) for m in got if isinstance(m, PositionChanged)]
+    assert positions == [("AAPL", 10.0)]
+    assert isinstance(got[-1], ReconciliationDone)
+    assert got[-1].differences == 1
 
 
 @pytest.mark.asyncio

@@ -11,16 +11,19 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
 import pytest
 
+from tests.sandbox.sandbox_support import alpaca
 from trader.actors.feed import LiveFeed
 from trader.config import Config, decode_config
 from trader.data.synth import synth_bars, write_csv
 from trader.graph import Graph
+from trader.journal import last_positions
 from trader.messages import BarClosed, BarsClosed, decode
 from trader.runner import GIL_SWITCH_INTERVAL_S, run_live, run_replay
 from trader.sandbox import Sandbox
@@ -275,3 +278,45 @@ async def test_a_strategy_crash_in_the_daemon_skips_no_bar_and_changes_no_decisi
     assert (live_signals, live_orders) == _commands(replay_db)
     # Every bar journaled once: the one crashed on too.
     assert _journaled_bars(live_db) == _journaled_bars(replay_db)
+
+
+@pytest.mark.asyncio
+async def test_a_position_closed_by_hand_while_the_daemon_was_down_is_journaled_closed(
+    tmp_path: Path,
+) -> None:
+    """The daemon trades until it holds positions, then stops, with one of its own sells
+    still open. An operator closes another position at the broker (alpaca-py's
+    close_position); both sells fill at the next bar, with nobody listening. At restart
+    the journal's last quantity of every symbol is the sandbox's: the closed-by-hand one
+    is 0 (the broker lists open positions only, so reconciliation announces it), and the
+    daemon's own sale, adopted as a fill, is not booked again on top of the broker's
+    positions (which would make it a phantom short)."""
+    tables = synth_bars(SYMBOLS, days=40, freq="1d", seed=5)
+    db = tmp_path / "live.db"
+    config = _config(db)
+    async with Sandbox(tables, speed="max") as sb:
+        await _drive(sb, config, db, steps=30)
+        held = {s: p.qty for s, p in sb.market.exchange.ledger.positions.items() if p.qty}
+        assert held, "the scenario must hold a position when the daemon stops"
+        assert {s: q for s, q in last_positions(db).items() if q} == held
+        selling = {o.symbol for o in sb.market.exchange.open_orders() if o.side == "sell"}
+        assert selling, "the scenario must stop with one of the daemon's sells open"
+        closed = sorted(set(held) - selling)[0]
+
+        client = alpaca()["trading_client"].TradingClient(
+            "sandbox-key", "sandbox-secret", url_override=sb.base_url)  # the sandbox's defaults
+        await anyio.to_thread.run_sync(client.close_position, closed)
+        await sb.market.advance(bars=1)
+        left = {s: p.qty for s, p in sb.market.exchange.ledger.positions.items() if p.qty}
+        assert closed not in left, "the operator's close must have filled"
+
+        graph: list[Graph] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(run_live, config, sandbox=sb, on_graph=graph.append))
+            await _until(lambda: bool(graph) and graph[0].ready, "the restarted daemon is ready")
+            await _until(lambda: graph[0].inflight.count == 0, "start-up is journaled")
+            graph[0].request_stop()
+
+    journal = last_positions(db)
+    assert journal[closed] == 0.0
+    assert {s: q for s, q in journal.items() if q} == left

@@ -31,6 +31,7 @@ from trader.messages import (
     OrderDenied,
     OrderFilled,
     PositionChanged,
+    ReconciliationDone,
     ResumeTrading,
     RiskStateChanged,
     SignalEmitted,
@@ -62,9 +63,8 @@ class Risk:
                                config=RiskConfig(**limits), instance="t",
                                trading_state=self.machine)
         self.out: list[Message] = []
-        self.send(AccountUpdated(ts_ns=0, cash_cents=to_cents(cash), equity_cents=to_cents(cash),
-                                 buying_power_cents=to_cents(cash), gross_exposure_cents=0,
-                                 realized_pnl_cents=0, unrealized_pnl_cents=0))
+        # Execution's reconciliation at start: the account, then done.
+        self.send(account(cash), ReconciliationDone(ts_ns=0, differences=0))
 
     def send(self, *msgs: Message) -> list[Message]:
         """Handle ``msgs``; return what risk emitted meanwhile."""
@@ -109,6 +109,13 @@ def filled(order: SubmitOrder, qty: float, price: float, ts: int, *,
                        status="partially_filled" if partial else "filled")
 
 
+def account(cash: float) -> AccountUpdated:
+    """The account as reconciliation reports it (the start of a reconciliation)."""
+    return AccountUpdated(ts_ns=0, cash_cents=to_cents(cash), equity_cents=to_cents(cash),
+                          buying_power_cents=to_cents(cash), gross_exposure_cents=0,
+                          realized_pnl_cents=0, unrealized_pnl_cents=0)
+
+
 def holding(symbol: str, qty: float, price: float) -> PositionChanged:
     """A position as reconciliation reports it."""
     return PositionChanged(ts_ns=0, symbol=symbol, qty=qty, avg_price=price,
@@ -118,6 +125,46 @@ def holding(symbol: str, qty: float, price: float) -> PositionChanged:
 def only(items: list[M]) -> M:
     assert len(items) == 1, items
     return items[0]
+
+
+# --- reconciliation -----------------------------------------------------------------
+
+
+def test_a_fill_found_at_reconciliation_is_not_booked_on_top_of_the_brokers_positions() -> None:
+    """Risk holds 100 X. Execution restarts: the broker says 50,000.00 cash and 40 X (a sale
+    of 60 filled while it was down), then reports that sale as an adopted fill. Risk keeps
+    the broker's 40, not 40 - 60 = -20, and its cash stays the broker's."""
+    risk = Risk()
+    buy = SubmitOrder(ts_ns=DAYS[0], client_order_id=ClientOrderId("t:X:1:buy"), strategy="t",
+                      symbol="X", side="buy", qty=100.0)
+    risk.send(filled(buy, 100.0, 10.0, DAYS[0]))
+    sell = SubmitOrder(ts_ns=DAYS[1], client_order_id=ClientOrderId("t:X:2:sell"),
+                       strategy="t", symbol="X", side="sell", qty=60.0)
+
+    out = risk.send(account(50_000.0), holding("X", 40.0, 10.0), filled(sell, 60.0, 11.0, DAYS[2]),
+                    ReconciliationDone(ts_ns=DAYS[2], differences=1))
+
+    assert [(m.symbol, m.qty) for m in out if isinstance(m, PositionChanged)] == [("X", 40.0)]
+    assert only([m for m in out if isinstance(m, AccountUpdated)]).cash_cents == 5_000_000
+    # And the next fill books normally again.
+    assert only(risk.get(PositionChanged, filled(sell, 40.0, 11.0, DAYS[3]))).qty == 0.0
+
+
+def test_a_position_the_broker_no_longer_states_is_closed_at_reconciliation() -> None:
+    """Risk holds 100 X and 5 Y; reconciliation states only Y (X closed by hand at the
+    broker): X is reported at 0 and Y at 5, so the strategy and the journal agree with
+    the broker."""
+    risk = Risk()
+    for symbol, qty in (("X", 100.0), ("Y", 5.0)):
+        order = SubmitOrder(ts_ns=DAYS[0], client_order_id=ClientOrderId(f"t:{symbol}:1:buy"),
+                            strategy="t", symbol=symbol, side="buy", qty=qty)
+        risk.send(filled(order, qty, 10.0, DAYS[0]))
+
+    out = risk.send(account(99_000.0), holding("Y", 5.0, 10.0),
+                    ReconciliationDone(ts_ns=DAYS[1], differences=1))
+
+    assert [(m.symbol, m.qty) for m in out if isinstance(m, PositionChanged)] == [
+        ("X", 0.0), ("Y", 5.0)]
 
 
 # --- operator halt and resume --------------------------------------------------------

@@ -298,6 +298,7 @@ class Graph:
             return ExecutionActor(self.inboxes["execution"], self.outbox("execution"),
                                   broker=adapters.broker, now_ns=adapters.clock.now_ns,
                                   known_orders=self._known_orders,
+                                  known_positions=self._positions,
                                   tick_to_order=self.tick_to_order,
                                   max_in_flight=cfg.alpaca.max_concurrent_submits)
 

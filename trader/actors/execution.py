@@ -30,14 +30,14 @@ depend on task scheduling.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from trader.actors.base import Outbox, consume, put_back_after_cancel, put_back_after_crash
-from trader.brokers.base import Broker, OrderState
+from trader.brokers.base import Broker, OrderState, PositionState
 from trader.channels import Channel
 from trader.errors import BrokerRejected
 from trader.journal import KnownOrder
@@ -84,6 +84,7 @@ class ExecutionActor:
         broker: Broker,
         now_ns: Callable[[], int],
         known_orders: Callable[[], list[KnownOrder]] | None = None,
+        known_positions: Callable[[], Mapping[str, float]] | None = None,
         tick_to_order: TickToOrder | None = None,
         max_in_flight: int = 8,
     ) -> None:
@@ -95,6 +96,7 @@ class ExecutionActor:
         self._broker = broker
         self._now_ns = now_ns
         self._known_orders = known_orders
+        self._known_positions = known_positions
         self._orders: dict[str, TrackedOrder] = {}
         self._max_in_flight = max_in_flight
         # Commands taken from the inbox and not finished, in arrival order:
@@ -155,7 +157,7 @@ class ExecutionActor:
                     realized_pnl_cents=0,
                 )
             )
-        differences = 0
+        differences = await self._positions_gone(positions, now)
         # Orders the journal last saw open: adopt what the broker says
         # happened to them while we were away, fills first.
         known = self._known_orders() if self._known_orders is not None else []
@@ -181,6 +183,31 @@ class ExecutionActor:
         if differences:
             log.warning("reconciliation adopted the broker's state", differences=differences)
         await self._out.emit(ReconciliationDone(ts_ns=now, differences=differences))
+
+    async def _positions_gone(self, positions: Sequence[PositionState], now: int) -> int:
+        """Announce, as closed, what the journal last saw held and the broker no longer
+        holds (closed by hand while we were away); count every quantity that differs.
+
+        Without it nothing would ever say so: the broker lists open positions
+        only, the strategy would be told the journal's stale quantity, and the
+        journal would keep it.
+        """
+        if self._known_positions is None:
+            return 0  # no journal to compare with (a replay)
+        recorded = self._known_positions()
+        held = {p.symbol: p.qty for p in positions}
+        differences = 0
+        for symbol, qty in sorted(recorded.items()):
+            if held.get(symbol, 0.0) == qty:
+                continue
+            differences += 1
+            if symbol in held or not qty:
+                continue  # announced above with the broker's quantity
+            log.warning("position closed while we were away", symbol=symbol, recorded_qty=qty)
+            await self._out.emit(PositionChanged(
+                ts_ns=now, symbol=symbol, qty=0.0, avg_price=0.0, realized_pnl_cents=0))
+        differences += sum(1 for symbol in held if symbol not in recorded)
+        return differences
 
     async def _adopt(self, known: KnownOrder, state: OrderState | None, now: int) -> int:
         coid = ClientOrderId(known.client_order_id)

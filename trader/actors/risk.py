@@ -84,6 +84,7 @@ from trader.messages import (
     OrderFilled,
     OrderRejected,
     PositionChanged,
+    ReconciliationDone,
     ResumeTrading,
     Side,
     SignalScored,
@@ -156,6 +157,9 @@ class RiskActor(InboxActor):
         self._clock = clock
         self._ledger = Ledger(0)
         self._synced = False
+        # Between execution's reconciliation AccountUpdated and ReconciliationDone:
+        # the symbols whose position the broker stated so far (None outside).
+        self._stated: set[str] | None = None
         self._open: dict[str, _Open] = {}
         self._symbols_with_orders: dict[str, int] = {}
         self._orders_ns: list[int] = []
@@ -193,6 +197,8 @@ class RiskActor(InboxActor):
                 self._on_bars(msg)
             case SignalScored():
                 self._on_signal(msg)
+            case OrderFilled() if self._stated is not None:
+                self._on_fill_adopted(msg)
             case OrderFilled():
                 self._on_fill(msg)
             case SymbolDelisted():
@@ -216,14 +222,19 @@ class RiskActor(InboxActor):
                     # The exit did not close the position: the next breach sends another.
                     self._exits.rearm(msg.symbol)
             case AccountUpdated():
-                # The broker's truth at reconciliation.
+                # The broker's truth at reconciliation, which starts here.
                 self._ledger.cash_cents = msg.cash_cents
                 self._ledger.initial_cash_cents = msg.cash_cents
                 self._synced = True
+                self._stated = set()
             case PositionChanged():
                 self._ledger.set_position(msg.symbol, msg.qty,
                                           value_cents(msg.qty, msg.avg_price), msg.avg_price)
+                if self._stated is not None:
+                    self._stated.add(msg.symbol)
                 self._exits.on_position(msg.symbol, msg.qty, msg.avg_price)
+            case ReconciliationDone():
+                self._reconciled(msg.ts_ns)
             case HaltTrading():
                 self._carry_out(self._ts.trip("operator", "HALTED", _operator(msg.reason),
                                               msg.ts_ns))
@@ -620,6 +631,38 @@ class RiskActor(InboxActor):
             # An entry we were cancelling for a flatten filled first: close it too.
             self._flatten_symbol(msg.symbol, msg.ts_ns)
 
+    def _on_fill_adopted(self, msg: OrderFilled) -> None:
+        """A fill reconciliation found (made while execution was down): the broker's
+        account and positions, stated in the same reconciliation, already hold it, so
+        it is not booked again; only the order it belongs to moves on."""
+        coid = msg.client_order_id
+        if msg.status == "filled":
+            self._forget(coid)
+            self._bracket_entries.pop(coid, None)
+            if coid in self._legs:
+                self._leg_gone(coid)
+        log.info("fill adopted at reconciliation", client_order_id=coid, symbol=msg.symbol,
+                 qty=msg.qty, price=msg.price)
+
+    def _reconciled(self, ts_ns: int) -> None:
+        """The end of a reconciliation: a position we hold that the broker did not state
+        is closed at the broker (it lists open positions only); then the book as the
+        broker stated it is reported, so the journal's positions (risk's) are the
+        broker's from here on, a position closed while we were away included."""
+        stated, self._stated = self._stated or set(), None
+        led = self._ledger
+        for symbol in led.held():
+            if symbol not in stated:
+                log.warning("position gone at the broker", symbol=symbol, qty=led.qty(symbol))
+                led.set_position(symbol, 0.0, 0, 0.0)
+                self._exits.on_position(symbol, 0.0, 0.0)
+                stated.add(symbol)
+        if not stated:
+            return  # nothing held on either side (a replay's start)
+        for symbol in sorted(stated):
+            self._report_position(ts_ns, led.position(symbol), account=False)
+        self._report_account(ts_ns)
+
     def _on_delisted(self, msg: SymbolDelisted) -> None:
         """The exchange closed a delisted symbol's position at its last close: book it
         like a fill without commission (its open orders were canceled just before)."""
@@ -632,8 +675,9 @@ class RiskActor(InboxActor):
                     price=msg.price, realized_pnl_cents=msg.realized_pnl_cents)
         self._report_position(msg.ts_ns, pos)
 
-    def _report_position(self, ts_ns: int, pos: Position) -> None:
-        """The position and the account after a fill (or a delisting)."""
+    def _report_position(self, ts_ns: int, pos: Position, *, account: bool = True) -> None:
+        """The position and (unless told not to) the account after a fill (or a
+        delisting)."""
         self._out.post(
             PositionChanged(
                 ts_ns=ts_ns,
@@ -643,6 +687,10 @@ class RiskActor(InboxActor):
                 realized_pnl_cents=pos.realized_cents,
             )
         )
+        if account:
+            self._report_account(ts_ns)
+
+    def _report_account(self, ts_ns: int) -> None:
         led = self._ledger
         self._out.post(
             AccountUpdated(
