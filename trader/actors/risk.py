@@ -606,6 +606,25 @@ class RiskActor(InboxActor):
             msg.symbol, msg.side, msg.qty, msg.price, msg.commission_cents
         )
         self._exits.on_position(msg.symbol, pos.qty, pos.avg_price)
+        order = self._order_filled(msg)
+        self._report_position(msg.ts_ns, pos)
+        if order is not None and order.flatten_if_filled:
+            # An entry we were cancelling for a flatten filled first: close it too.
+            self._flatten_symbol(msg.symbol, msg.ts_ns)
+
+    def _on_fill_adopted(self, msg: OrderFilled) -> None:
+        """A fill reconciliation found (made while execution was down): the broker's
+        account and positions, stated in the same reconciliation, already hold it, so
+        it is not booked again; only the order it belongs to moves on."""
+        log.info("fill adopted at reconciliation", client_order_id=msg.client_order_id,
+                 symbol=msg.symbol, qty=msg.qty, price=msg.price)
+        order = self._order_filled(msg)
+        if order is not None and order.flatten_if_filled:
+            self._flatten_symbol(msg.symbol, msg.ts_ns)  # of the broker's stated position
+
+    def _order_filled(self, msg: OrderFilled) -> _Open | None:
+        """The order side of a fill: its bracket, its legs, what it may still buy.
+        Returns the order as it was tracked (None if it was not ours or is gone)."""
         coid = msg.client_order_id
         if coid in self._bracket_entries:
             # Its legs are working from this fill on, even before we hear of them.
@@ -618,31 +637,15 @@ class RiskActor(InboxActor):
                 self._leg_gone(coid)
             elif leg.qty is not None:
                 leg.qty = round(leg.qty - msg.qty, 9)
-        order = self._open.get(msg.client_order_id)
+        order = self._open.get(coid)
         if msg.status == "filled":
-            self._forget(msg.client_order_id)
+            self._forget(coid)
         elif order is not None:
             if msg.side == "buy":
                 order.spend -= value_cents(msg.qty, msg.price)
             if order.qty is not None:
                 order.qty = round(order.qty - msg.qty, 9)
-        self._report_position(msg.ts_ns, pos)
-        if order is not None and order.flatten_if_filled:
-            # An entry we were cancelling for a flatten filled first: close it too.
-            self._flatten_symbol(msg.symbol, msg.ts_ns)
-
-    def _on_fill_adopted(self, msg: OrderFilled) -> None:
-        """A fill reconciliation found (made while execution was down): the broker's
-        account and positions, stated in the same reconciliation, already hold it, so
-        it is not booked again; only the order it belongs to moves on."""
-        coid = msg.client_order_id
-        if msg.status == "filled":
-            self._forget(coid)
-            self._bracket_entries.pop(coid, None)
-            if coid in self._legs:
-                self._leg_gone(coid)
-        log.info("fill adopted at reconciliation", client_order_id=coid, symbol=msg.symbol,
-                 qty=msg.qty, price=msg.price)
+        return order
 
     def _reconciled(self, ts_ns: int) -> None:
         """The end of a reconciliation: a position we hold that the broker did not state
