@@ -12,7 +12,7 @@ from trader.brokers.ledger import Ledger
 from trader.messages import BarClosed
 from trader.money import value_cents
 
-OpKind = Literal["trade", "close", "flip", "mark"]
+OpKind = Literal["trade", "close", "flip", "mark", "adopt"]
 # (kind, symbol, side, qty, price, commission cents)
 Op = tuple[OpKind, str, Literal["buy", "sell"], float, float, int]
 
