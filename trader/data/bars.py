@@ -842,13 +842,13 @@ def _write_cache(
     """Save tables atomically (temp file + rename); failures only log."""
     parts = list(tables.values())
     offsets = np.cumsum([0, *(len(t) for t in parts)]).astype(np.int64)
-    arrays: dict[str, npt.NDArray[np.generic]] = {
-        name: np.concatenate([getattr(t, name) for t in parts])
-        if parts
-        else np.empty(0, dtype=np.int64 if name in ("ts_ns", "trades") else np.float64)
+    payload = [
+        np.ascontiguousarray(
+            np.concatenate([getattr(t, name) for t in parts]) if parts else np.empty(0),
+            dtype=_DTYPES[name],
+        )
         for name in _ARRAYS
-    }
-    payload = [np.ascontiguousarray(arrays[name], dtype=_DTYPES[name]) for name in _ARRAYS]
+    ]
     crc = 0
     for a in payload:
         crc = zlib.crc32(a.data, crc)
