@@ -27,8 +27,17 @@ publishes the next.
   max_concurrent_submits = 1``, which is how every order was sent before
   (one at a time, each after its own journal barrier, the polls before a
   bar one after another); printed as the ratio old / new.
+* **To the wire**: the issue measures to the order request *leaving the
+  process*; alpaca-py (``requests``) builds the request in Python after
+  ``submit_order`` is called, so the benchmark also times, per order, the
+  first byte written to the socket (``http.client.HTTPConnection.send``)
+  and prints frame read -> first byte, and alpaca-py's share of it.
 * **Floors, same run**: the REST round trip of one ``submit_order`` to the
-  sandbox, and one journal commit (``_write_sync``, in the recorder's thread).
+  sandbox, one journal commit (``_write_sync``, in the recorder's thread),
+  and, with nothing else running, alpaca-py alone (``submit_order`` -> its
+  first byte on the socket, one order at a time, a client set up as
+  trader's adapter sets it up) and the hop into a worker thread that every
+  alpaca-py call takes: what no code of ours can go under.
 * **Burst** (``--burst N``): N symbols (10,000 by default: the sandbox serves
   them all) publish their bars at one minute boundary, in one frame. Timed
   from the first frame read to the last decision: the strategy has decided
@@ -48,10 +57,12 @@ machine's two cores. Figures, not assertions.
 from __future__ import annotations
 
 import argparse
+import http.client
 import multiprocessing
 import os
 import socket
 import statistics
+import threading
 import time
 import zlib
 from collections.abc import Iterable
@@ -134,6 +145,8 @@ class Probe:
         # Per order, when it passed each stage after risk's decision (stage_ns).
         self.stages: dict[str, dict[str, int]] = {}
         self.barriers_passed: list[int] = []
+        # submit_order called -> its request's first byte written to the socket.
+        self.presend_ns: list[int] = []
 
     def reset(self) -> None:
         self.frames.clear()
@@ -143,6 +156,7 @@ class Probe:
         self.released.clear()
         self.stages.clear()
         self.barriers_passed.clear()
+        self.presend_ns.clear()
 
     def install(self) -> None:
         probe = self
@@ -198,6 +212,7 @@ class Probe:
         StrategyActor.handle = _strategy  # type: ignore[method-assign,assignment]
         RiskActor.handle = _risk  # type: ignore[method-assign,assignment]
         recorder_module._write_sync = _write
+        _time_first_byte(probe)
 
     def wrap_client(self, graph: Graph) -> None:
         broker: Any = graph.adapters.broker
@@ -208,9 +223,11 @@ class Probe:
             sent = time.perf_counter_ns()
             probe.sent.append((request.client_order_id, sent))
             probe.stages.setdefault(request.client_order_id, {})["sent"] = sent
+            _pending.order = (request.client_order_id, sent)
             try:
                 return submit(request)
             finally:
+                _pending.order = None
                 probe.rest_ns.append(time.perf_counter_ns() - sent)
 
         broker._client.submit_order = submit_order
@@ -245,6 +262,17 @@ class Probe:
                         t["sent"] - passed[i], t["decided"] - got))
         return out
 
+    def wire_latencies_ns(self) -> list[int]:
+        """Per order: frame read -> the request's first byte written to the socket."""
+        arrival = self._arrivals()
+        out = []
+        for coid, t in self.stages.items():
+            _, symbol, ts, _ = coid.split(":")
+            got = arrival.get((symbol, int(ts)))
+            if got is not None and "wire" in t:
+                out.append(t["wire"] - got)
+        return out
+
     def latencies_ns(self) -> list[tuple[int, int]]:
         """Per order: (frame read -> submit_order, frame read -> strategy has the bar)."""
         arrival = self._arrivals()
@@ -255,6 +283,66 @@ class Probe:
             if got is not None:
                 out.append((sent - got, self.released.get(int(ts), got) - got))
         return out
+
+
+#: The order (client order id, submit_order called) a worker thread is sending.
+_pending = threading.local()
+
+
+def _time_first_byte(probe: Probe) -> None:
+    """Note when each order's request first writes to its socket (see the docstring)."""
+    send = http.client.HTTPConnection.send
+
+    def timed_send(conn: http.client.HTTPConnection, data: Any) -> None:
+        order = getattr(_pending, "order", None)
+        if order is not None:
+            now = time.perf_counter_ns()
+            _pending.order = None
+            coid, called = order
+            probe.presend_ns.append(now - called)
+            probe.stages.setdefault(coid, {})["wire"] = now
+        send(conn, data)
+
+    http.client.HTTPConnection.send = timed_send  # type: ignore[method-assign]
+
+
+def _client_floor(probe: Probe, orders: int) -> list[int]:
+    """alpaca-py alone: submit_order -> first byte on the socket, one order at a time."""
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import MarketOrderRequest
+
+    sb = SandboxProcess(synth_bars(1, days=1, freq="1min", seed=5))
+    try:
+        # As trader's adapter (trader.brokers.alpaca) sets its client up.
+        client = TradingClient(KEY, SECRET, raw_data=True, url_override=sb.url)
+        client._session.trust_env = False
+        symbol = client.get_all_assets()[0]["symbol"]  # type: ignore[index]
+        out = []
+        for i in range(orders):
+            request = MarketOrderRequest(symbol=symbol, qty=1, side=OrderSide.BUY,
+                                         time_in_force=TimeInForce.DAY,
+                                         client_order_id=f"floor-{i}")
+            probe.presend_ns.clear()
+            _pending.order = (request.client_order_id, time.perf_counter_ns())
+            client.submit_order(request)
+            if i >= orders // 10 and probe.presend_ns:  # after the first calls
+                out.append(probe.presend_ns[0])
+        return out
+    finally:
+        _pending.order = None
+        sb.stop()
+
+
+async def _thread_hop(n: int) -> list[int]:
+    """The hop every alpaca-py call takes: event loop -> a worker thread running it."""
+    out = []
+    for i in range(n):
+        called = time.perf_counter_ns()
+        running = await anyio.to_thread.run_sync(time.perf_counter_ns)
+        if i >= n // 10:
+            out.append(running - called)
+    return out
 
 
 class Result(msgspec.Struct):
@@ -270,6 +358,9 @@ class Result(msgspec.Struct):
     bursts: list[tuple[int, int, int, int, int]]
     # per order: Probe.stage_ns
     stages: list[tuple[int, int, int, int]]
+    # per order: frame read -> first byte on the socket; submit_order -> first byte
+    wire_ns: list[int]
+    presend_ns: list[int]
 
 
 def _config(db: Path, symbols: list[str], every: int, concurrent: int,
@@ -349,7 +440,7 @@ async def _run(
     for stale in list(tmp.glob(db.name + "*")):  # noqa: ASYNC240 - set-up, before any I/O
         stale.unlink()  # a fresh journal: no warm-up, no last-seen bars
     graph_box: list[Graph] = []
-    result = Result([], [], [], [], [], [], [], [])
+    result = Result([], [], [], [], [], [], [], [], [], [])
     sb = SandboxProcess(tables)
     try:
         await _drive(probe, tables, sb, db, graph_box, result, every=every, bars=bars,
@@ -412,6 +503,8 @@ async def _drive(
                 result.stages.extend(probe.stage_ns())
                 result.rest_ns.extend(probe.rest_ns)
                 result.commit_ns.extend(probe.commit_ns)
+                result.wire_ns.extend(probe.wire_latencies_ns())
+                result.presend_ns.extend(probe.presend_ns)
             else:
                 result.fills_release_ns.append(released)
         graph.request_stop()
@@ -469,11 +562,23 @@ def _sizes_table(probe: Probe, args: argparse.Namespace, tmp: Path) -> None:
                   f"{_pct(took, 0.5):.2f}/{_pct(took, 0.9):.2f}; -> journal barrier "
                   f"passed {_pct(barrier, 0.5):.2f}/{_pct(barrier, 0.9):.2f}; -> submit_order "
                   f"in its thread {_pct(thread, 0.5):.2f}/{_pct(thread, 0.9):.2f}", flush=True)
+        if new.wire_ns:
+            print(f"  {'':>7} to the wire (frame read -> the request's first byte on the socket):"
+                  f" p50 {_pct(new.wire_ns, 0.5):.2f}, p99 {_pct(new.wire_ns, 0.99):.2f};"
+                  f" of which alpaca-py's submit_order before that byte p50"
+                  f" {_pct(new.presend_ns, 0.5):.2f}, p99 {_pct(new.presend_ns, 0.99):.2f}",
+                  flush=True)
     if floors_rest:
         print(f"  floors in this run: one submit_order REST round trip p50 "
               f"{_pct(floors_rest, 0.5):.2f} ms; one journal commit p50 "
               f"{_pct(floors_commit, 0.5):.2f} ms")
-    print("  target: p99 < 1 ms at 100 symbols")
+    alone = _client_floor(probe, args.floor_orders)
+    hop = anyio.run(_thread_hop, args.floor_orders, backend_options={"use_uvloop": True})
+    print(f"  floors alone (one at a time, nothing else running): alpaca-py's submit_order"
+          f" -> its first byte\n    on the socket p50 {_pct(alone, 0.5):.2f} ms, p99"
+          f" {_pct(alone, 0.99):.2f} ms; the hop into a worker thread (anyio.to_thread)"
+          f" p50 {_pct(hop, 0.5):.3f} ms, p99 {_pct(hop, 0.99):.3f} ms")
+    print("  target: p99 < 1 ms at 100 symbols (frame read -> request leaves the process)")
 
 
 def _burst(probe: Probe, args: argparse.Namespace, tmp: Path) -> None:
@@ -500,6 +605,8 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10_000)
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--floor-orders", type=int, default=500,
+                        help="orders for the alpaca-py-alone floor")
     parser.add_argument("--tmp", default="/tmp")
     args = parser.parse_args()
     logs.configure("error")

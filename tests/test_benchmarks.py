@@ -39,15 +39,25 @@ def test_the_in_process_benchmarks_run_and_print_their_figure(args: list[str],
     assert figure in _run(*args)
 
 
-def test_the_replay_benchmark_runs_the_full_graph(tmp_path: Path) -> None:
-    out = _run("benchmarks/replay.py", "--workload", "a", "--bars", "3000", "--no-peers",
-               "--workdir", str(tmp_path))
+def test_the_replay_benchmark_runs_the_full_graph_and_its_recorder_floor(
+        tmp_path: Path) -> None:
+    args = ("benchmarks/replay.py", "--workload", "a", "--bars", "3000", "--no-peers",
+            "--workdir", str(tmp_path))
+    out = _run(*args)
     assert "trader (graph + recorder)" in out
     assert "bars/s" in out
+    assert "recorder floor" in out and "a ceiling of" in out
+    # A kept workdir is reused: its data is not generated again.
+    again = _run(*args)
+    assert "trader (graph + recorder)" in again
+    assert len(list(tmp_path.glob("a-1x*"))) == 1
 
 
 def test_the_live_latency_benchmark_runs_against_the_sandbox(tmp_path: Path) -> None:
     out = _run("-m", "benchmarks.live_latency", "--sizes", "10", "--bars", "4", "--warmup", "1",
-               "--burst", "200", "--bursts", "1", "--no-baseline", "--tmp", str(tmp_path))
+               "--burst", "200", "--bursts", "1", "--no-baseline", "--floor-orders", "40",
+               "--tmp", str(tmp_path))
     assert "p99" in out
+    assert "to the wire" in out
+    assert "alpaca-py's submit_order -> its first byte" in out
     assert "first frame read -> last decision" in out
