@@ -150,6 +150,25 @@ def test_a_fill_found_at_reconciliation_is_not_booked_on_top_of_the_brokers_posi
     assert only(risk.get(PositionChanged, filled(sell, 40.0, 11.0, DAYS[3]))).qty == 0.0
 
 
+def test_an_adopted_partial_fill_releases_the_buying_power_it_spent() -> None:
+    """10,000.00 cash; a 5,000.00 entry in X is open (reserved). While execution was down
+    20 X filled at 100: the broker states 8,000.00 cash and 20 X, and the fill is adopted.
+    The entry still reserves only its unfilled 3,000.00, so a 5,000.00 entry in Y fits
+    whole (8,000 - 3,000); reserving the whole 5,000 again would cut Y to 3,000."""
+    r = Risk(cash=10_000.0)
+    t0, t1, t2 = DAYS[:3]
+    r.send(bars(t0, X=100.0, Y=100.0))
+    entry = only(r.get(SubmitOrder, signal(t0, "X", 0.5, 100.0)))
+    assert entry.notional_cents == 500_000
+
+    r.send(account(8_000.0), holding("X", 20.0, 100.0),
+           filled(entry, 20.0, 100.0, t1, partial=True),
+           ReconciliationDone(ts_ns=t1, differences=1))
+
+    y = only(r.get(SubmitOrder, bars(t2, X=100.0, Y=100.0), signal(t2, "Y", 0.5, 100.0)))
+    assert (y.symbol, y.side, y.notional_cents) == ("Y", "buy", 500_000)
+
+
 def test_a_position_the_broker_no_longer_states_is_closed_at_reconciliation() -> None:
     """Risk holds 100 X and 5 Y; reconciliation states only Y (X closed by hand at the
     broker): X is reported at 0 and Y at 5, so the strategy and the journal agree with
