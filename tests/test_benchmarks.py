@@ -46,7 +46,8 @@ def test_the_replay_benchmark_runs_the_full_graph_and_its_recorder_floor(
     out = _run(*args)
     assert "trader (graph + recorder)" in out
     assert "bars/s" in out
-    assert "recorder floor" in out and "a ceiling of" in out
+    assert "recorder floor" in out
+    assert "a ceiling of" in out
     # A kept workdir is reused: its data is not generated again.
     again = _run(*args)
     assert "trader (graph + recorder)" in again

@@ -231,6 +231,84 @@ async def test_a_fill_already_booked_is_not_booked_again() -> None:
     assert [f.execution_id for f in fills] == ["reconcile:b-o1:5"]
 
 
+class FillsDuringReconciliation(FakeBroker):
+    """Holds 10 AAPL with o1 (buy 5) open; o1 fills at 100 the first time its state is read,
+    after the positions were (the REST API has no snapshot), and the update stream, which
+    was listening, brings that fill too."""
+
+    def __init__(self, *, fill_on_read: bool = True) -> None:
+        super().__init__({"o1": _state("o1", "new", 0.0, None)})
+        self.held = 10.0
+        self.cash_cents = 1_000_000
+        self.fill_on_read = fill_on_read
+
+    async def account(self) -> AccountState:
+        return AccountState(cash_cents=self.cash_cents, equity_cents=2_000_000,
+                            buying_power_cents=self.cash_cents)
+
+    async def positions(self) -> list[PositionState]:
+        return [PositionState(symbol="AAPL", qty=self.held, avg_price=100.0,
+                              cost_cents=int(self.held) * 10_000)]
+
+    def fill(self) -> None:
+        self.orders["o1"] = _state("o1", "filled", 5.0, 100.0)
+        self.held += 5.0
+        self.cash_cents -= 50_000
+        self.updates.send_nowait(OrderFilled(
+            ts_ns=T, client_order_id=ClientOrderId("o1"), symbol="AAPL", execution_id="e1",
+            side="buy", qty=5.0, price=100.0, commission_cents=0, cum_qty=5.0, avg_price=100.0,
+            status="filled"))
+
+    async def order(self, client_order_id: str) -> OrderState | None:
+        if self.fill_on_read:
+            self.fill_on_read = False
+            self.fill()
+        return await super().order(client_order_id)
+
+
+async def _run_with_updates(broker: FakeBroker, known: list[KnownOrder]) -> list[Message]:
+    """Like _run, but the actor also handles what the update stream brought."""
+    inbox: Channel[Message] = Channel("execution", 8)
+    out: Channel[Message] = Channel("out", 64)
+    types = (AccountUpdated, PositionChanged, ReconciliationDone, OrderAccepted, OrderFilled)
+    actor = ExecutionActor(inbox, Outbox("execution", {t: [out] for t in types}, None),
+                           broker=broker, now_ns=lambda: T, known_orders=lambda: known)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            # Every task blocked again means the actor has handled the stream's updates.
+            await anyio.wait_all_tasks_blocked()
+            inbox.close()
+    return _drain(out)
+
+
+@pytest.mark.asyncio
+async def test_a_fill_the_stream_brings_after_reconciliation_adopted_it_is_not_booked_again(
+) -> None:
+    """o1 filled (5 at 100) after the stream began listening and before reconciliation read
+    the broker: the positions include it, reconciliation adopts it, and the stream's own copy
+    of that execution is dropped, so it is booked and journaled once."""
+    broker = FillsDuringReconciliation(fill_on_read=False)
+    broker.fill()
+    got = await _run_with_updates(broker, [_known("o1")])
+    assert [(m.symbol, m.qty) for m in got if isinstance(m, PositionChanged)] == [("AAPL", 15.0)]
+    assert [f.execution_id for f in got if isinstance(f, OrderFilled)] == ["reconcile:b-o1:5"]
+
+
+@pytest.mark.asyncio
+async def test_a_fill_landing_between_reconciliations_reads_is_in_the_positions_and_adopted_once(
+) -> None:
+    """The broker's positions read 10 AAPL, then o1 (buy 5) fills before its state is read.
+    Taking those reads together would state 10 held and adopt the fill without booking it
+    (15 at the broker, 10 in our book). The book moved while the orders were read, so the
+    reads are taken again: 15 stated, the fill adopted once, the stream's copy dropped."""
+    broker = FillsDuringReconciliation()
+    got = await _run_with_updates(broker, [_known("o1")])
+    assert [(m.symbol, m.qty) for m in got if isinstance(m, PositionChanged)] == [("AAPL", 15.0)]
+    assert [f.execution_id for f in got if isinstance(f, OrderFilled)] == ["reconcile:b-o1:5"]
+    assert [m.cash_cents for m in got if isinstance(m, AccountUpdated)] == [950_000]
+
+
 # --- sending: one journal barrier per pass, different symbols concurrently ----------
 
 

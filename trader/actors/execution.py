@@ -37,7 +37,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from trader.actors.base import Outbox, consume, put_back_after_cancel, put_back_after_crash
-from trader.brokers.base import Broker, OrderState, PositionState
+from trader.brokers.base import AccountState, Broker, OrderState, PositionState
 from trader.channels import Channel
 from trader.errors import BrokerRejected
 from trader.journal import KnownOrder
@@ -63,6 +63,8 @@ from trader.orders import TERMINAL, OrderPhase, TrackedOrder, can_move
 log = structlog.get_logger("trader.execution")
 
 _DUPLICATE = "40010001"
+#: Reads of the broker's orders between two agreeing reads of its book (see _snapshot).
+_SNAPSHOT_TRIES = 5
 
 
 class ExecutionActor:
@@ -133,12 +135,36 @@ class ExecutionActor:
                 await self._serve_commands()
             tg.cancel_scope.cancel()
 
-    async def _reconcile(self) -> None:
+    async def _snapshot(
+        self, known: Sequence[KnownOrder],
+    ) -> tuple[AccountState, list[PositionState], list[OrderState], list[OrderState | None]]:
+        """The broker's account, positions and orders as of one moment.
+
+        The REST API has no snapshot: a fill landing between the read of the
+        positions and the read of its order would leave one without the
+        other, and the fill would be either lost (adopted from the order but
+        missing from the positions, so never booked) or booked twice. So the
+        orders are read between two reads of cash and positions, and again
+        while those moved meanwhile (a fill moves both).
+        """
         broker = self._broker
+        account, positions = await broker.account(), await broker.positions()
+        for _ in range(_SNAPSHOT_TRIES):
+            open_orders = await broker.open_orders()
+            states = [await broker.order(k.client_order_id) for k in known]
+            again, positions_again = await broker.account(), await broker.positions()
+            if _book(account, positions) == _book(again, positions_again):
+                break
+            account, positions = again, positions_again
+        else:
+            log.warning("the broker's positions kept moving during reconciliation;"
+                        " adopting the last reads", tries=_SNAPSHOT_TRIES)
+        return again, positions_again, open_orders, states
+
+    async def _reconcile(self) -> None:
         now = self._now_ns()
-        account = await broker.account()
-        positions = await broker.positions()
-        open_orders = await broker.open_orders()
+        known = self._known_orders() if self._known_orders is not None else []
+        account, positions, open_orders, states = await self._snapshot(known)
         await self._out.emit(
             AccountUpdated(
                 ts_ns=now,
@@ -160,9 +186,7 @@ class ExecutionActor:
         differences = await self._positions_gone(positions, now)
         # Orders the journal last saw open: adopt what the broker says
         # happened to them while we were away, fills first.
-        known = self._known_orders() if self._known_orders is not None else []
-        for k in known:
-            state = await broker.order(k.client_order_id)
+        for k, state in zip(known, states, strict=True):
             differences += await self._adopt(k, state, now)
         for o in open_orders:
             tracked = self._orders.get(o.client_order_id)
@@ -218,6 +242,15 @@ class ExecutionActor:
                 reason="never reached the broker (found at start-up)",
             ), durable=True)
             return 1
+        # The update stream was listening before these reads: what it brings
+        # of the same executions must be recognised as already adopted.
+        status = state.status
+        self._orders[coid] = TrackedOrder(
+            client_order_id=coid, symbol=known.symbol, broker_order_id=state.broker_order_id,
+            filled_qty=state.filled_qty,
+            phase=status if status in TERMINAL  # type: ignore[arg-type]
+            else "partially_filled" if state.filled_qty else "new",
+        )
         changed = 0
         delta = round(state.filled_qty - known.filled_qty, 9)
         if delta > 0:
@@ -543,3 +576,8 @@ def _phase_of(msg: OrderEvent) -> OrderPhase:
             return "expired"
         case _:
             return "replaced"
+
+
+def _book(account: AccountState, positions: Sequence[PositionState]) -> tuple[object, ...]:
+    """What a fill changes: cash and the quantities held (equity moves with prices)."""
+    return account.cash_cents, sorted((p.symbol, p.qty) for p in positions)
