@@ -163,7 +163,9 @@ class ExecutionActor:
 
     async def _reconcile(self) -> None:
         now = self._now_ns()
-        known = self._known_orders() if self._known_orders is not None else []
+        # The journal's reads are blocking SQLite: off the event loop.
+        known = (await anyio.to_thread.run_sync(self._known_orders)
+                 if self._known_orders is not None else [])
         account, positions, open_orders, states = await self._snapshot(known)
         await self._out.emit(
             AccountUpdated(
@@ -218,7 +220,7 @@ class ExecutionActor:
         """
         if self._known_positions is None:
             return 0  # no journal to compare with (a replay)
-        recorded = self._known_positions()
+        recorded = await anyio.to_thread.run_sync(self._known_positions)
         held = {p.symbol: p.qty for p in positions}
         differences = 0
         for symbol, qty in sorted(recorded.items()):
