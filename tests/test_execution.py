@@ -202,33 +202,12 @@ async def test_the_same_command_twice_is_sent_once_and_a_known_id_is_adopted() -
 async def test_a_fill_already_booked_is_not_booked_again() -> None:
     """A stream fill whose cumulative quantity was covered by reconciliation is ignored."""
     broker = FakeBroker({"o1": _state("o1", "partially_filled", 5.0, 100.0)})
-    inbox: Channel[Message] = Channel("execution", 8)
-    out: Channel[Message] = Channel("out", 64)
-    actor = ExecutionActor(
-        inbox, Outbox("execution", {t: [out] for t in (
-            AccountUpdated, PositionChanged, ReconciliationDone, OrderAccepted, OrderFilled)},
-            None),
-        broker=broker, now_ns=lambda: T, known_orders=lambda: [_known("o1")])
     stale = OrderFilled(ts_ns=T, client_order_id=ClientOrderId("o1"), symbol="AAPL",
                         execution_id="e-old", side="buy", qty=5.0, price=100.0,
                         commission_cents=0, cum_qty=5.0, avg_price=100.0,
                         status="partially_filled")
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            await tg.start(actor.run)
-            await broker.updates.send(stale)
-            # Every task blocked again means the actor has handled the update.
-            await anyio.wait_all_tasks_blocked()
-            inbox.close()
-    fills = []
-    while True:
-        try:
-            m = out.receive_nowait()
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            break
-        if isinstance(m, OrderFilled):
-            fills.append(m)
-    assert [f.execution_id for f in fills] == ["reconcile:b-o1:5"]
+    got = await _run_with_updates(broker, [_known("o1")], [stale])
+    assert [f.execution_id for f in got if isinstance(f, OrderFilled)] == ["reconcile:b-o1:5"]
 
 
 class FillsDuringReconciliation(FakeBroker):
@@ -266,8 +245,10 @@ class FillsDuringReconciliation(FakeBroker):
         return await super().order(client_order_id)
 
 
-async def _run_with_updates(broker: FakeBroker, known: list[KnownOrder]) -> list[Message]:
-    """Like _run, but the actor also handles what the update stream brought."""
+async def _run_with_updates(broker: FakeBroker, known: list[KnownOrder],
+                            updates: Sequence[Message] = ()) -> list[Message]:
+    """Like _run, but the actor also handles what the update stream brought, and
+    ``updates`` sent on it after reconciliation."""
     inbox: Channel[Message] = Channel("execution", 8)
     out: Channel[Message] = Channel("out", 64)
     types = (AccountUpdated, PositionChanged, ReconciliationDone, OrderAccepted, OrderFilled)
@@ -276,6 +257,8 @@ async def _run_with_updates(broker: FakeBroker, known: list[KnownOrder]) -> list
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             await tg.start(actor.run)
+            for update in updates:
+                await broker.updates.send(update)
             # Every task blocked again means the actor has handled the stream's updates.
             await anyio.wait_all_tasks_blocked()
             inbox.close()
